@@ -1,0 +1,41 @@
+"""comface_hf: ComFace (facial representation learning with synthetic data for comparing faces) for Hugging Face.
+
+Pipeline: `comface_hf.synthesis` (face generator) -> `dataset_builders.comface_synthetic` -> `comface_hf.pairs`
+(pair sampler and curriculum) -> `ComFaceModel` and `comface_hf.losses` -> `training/pretrain.py` -> save/push ->
+`from_pretrained` -> `ComFaceForChangeEstimation` and `training/transfer.py`.
+"""
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+from .configuration_comface import ComFaceConfig
+from .image_processing_comface import ComFaceImageProcessor
+from .losses import inter_personal_loss, intra_personal_loss
+from .modeling_comface import (
+    ChangeEstimationOutput,
+    ComFaceForChangeEstimation,
+    ComFaceModel,
+    ComFaceOutput,
+    ComFacePreTrainedModel,
+)
+
+__version__ = "0.1.0"
+
+AutoConfig.register("comface", ComFaceConfig, exist_ok=True)
+AutoModel.register(ComFaceConfig, ComFaceModel, exist_ok=True)
+AutoImageProcessor.register(ComFaceConfig, image_processor_classes={"torchvision": ComFaceImageProcessor}, exist_ok=True)
+# save_pretrained copies the code next to the weights, for `trust_remote_code=True` users without comface_hf.
+ComFaceConfig.register_for_auto_class()
+ComFaceModel.register_for_auto_class("AutoModel")
+ComFaceImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+__all__ = [
+    "ChangeEstimationOutput",
+    "ComFaceConfig",
+    "ComFaceForChangeEstimation",
+    "ComFaceImageProcessor",
+    "ComFaceModel",
+    "ComFaceOutput",
+    "ComFacePreTrainedModel",
+    "inter_personal_loss",
+    "intra_personal_loss",
+]
