@@ -8,6 +8,7 @@ Pipeline: `comface_hf.synthesis` (face generator) -> `dataset_builders.comface_s
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from .configuration_comface import ComFaceConfig
+from .configuration_facecycle import FaceCycleConfig
 from .image_processing_comface import ComFaceImageProcessor
 from .losses import inter_personal_loss, intra_personal_loss
 from .modeling_comface import (
@@ -17,16 +18,21 @@ from .modeling_comface import (
     ComFaceOutput,
     ComFacePreTrainedModel,
 )
+from .modeling_facecycle import FaceCycleModel, FaceCycleOutput
 
 __version__ = "0.1.0"
 
 AutoConfig.register("comface", ComFaceConfig, exist_ok=True)
 AutoModel.register(ComFaceConfig, ComFaceModel, exist_ok=True)
+AutoConfig.register("facecycle", FaceCycleConfig, exist_ok=True)
+AutoModel.register(FaceCycleConfig, FaceCycleModel, exist_ok=True)
 AutoImageProcessor.register(ComFaceConfig, image_processor_classes={"torchvision": ComFaceImageProcessor}, exist_ok=True)
 # save_pretrained copies the code next to the weights, for `trust_remote_code=True` users without comface_hf.
 ComFaceConfig.register_for_auto_class()
 ComFaceModel.register_for_auto_class("AutoModel")
 ComFaceImageProcessor.register_for_auto_class("AutoImageProcessor")
+FaceCycleConfig.register_for_auto_class()
+FaceCycleModel.register_for_auto_class("AutoModel")
 
 __all__ = [
     "ChangeEstimationOutput",
@@ -36,6 +42,9 @@ __all__ = [
     "ComFaceModel",
     "ComFaceOutput",
     "ComFacePreTrainedModel",
+    "FaceCycleConfig",
+    "FaceCycleModel",
+    "FaceCycleOutput",
     "inter_personal_loss",
     "intra_personal_loss",
 ]
