@@ -1,0 +1,130 @@
+"""FG-NET age-change builder over a copy the user already has (ComFace Sec. 4.2).
+
+FG-NET (1002 images, 82 subjects, ages 0-69) names each image ``<subject>A<age><suffix>``:
+``001A02.JPG`` is subject 001 at age 2, ``001A02a.JPG`` a second image at that age. One
+row per readable image with ``value`` = age in years; pairs and the age change
+``age_y - age_x`` are formed later (``comface_hf.transfer_data.sample_change_pairs``).
+
+Usage::
+
+    from dataset_builders.fgnet import Fgnet
+    builder = Fgnet(data_dir="/data/FGNET", cache_dir="/tmp/hf_cache")
+    builder.download_and_prepare()
+    ds = builder.as_dataset(split="train")
+    print(builder.build_report.summary())
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from comface_hf.transfer_data import ManualDataBuilder, ManualDataConfig, change_features, read_checked_image
+
+_DESCRIPTION = "FG-NET face images with ages, for estimating age change between two images of one person."
+_HOMEPAGE = "https://yanweifu.github.io/FG_NET_data/"
+_CITATION = """\
+@article{panis2016fgnet,
+  title={Overview of research on facial ageing using the FG-NET ageing database},
+  author={Panis, Gabriel and Lanitis, Andreas and Tsapatsoulis, Nicolas and Cootes, Timothy F.},
+  journal={IET Biometrics},
+  volume={5}, number={2}, pages={37--46}, year={2016}
+}
+"""
+
+#: ``001A02.JPG``, ``001A02a.jpg``, ``078a11b.JPG``: subject, age, optional letter suffix.
+FILENAME_PATTERN = re.compile(r"^(?P<subject>\d{3})A(?P<age>\d{1,3})(?P<suffix>[A-Z]?)\.(?:jpe?g)$", re.IGNORECASE)
+#: Folders (relative to data_dir) searched for the images, in this order.
+SEARCH_FOLDERS = (".", "images", "FGNET/images", "FGNET", "FG-NET/images", "FG-NET")
+_IMAGE_SUFFIXES = {".jpg", ".jpeg"}
+
+_LAYOUT = """\
+Expected layout: a folder of FG-NET images named <subject>A<age><optional letter>.<jpg|JPG>,
+e.g. 001A02.JPG (subject 001, age 2) or 001A02a.JPG, either directly in data_dir or in
+data_dir/images, data_dir/FGNET/images or data_dir/FGNET."""
+
+_MANUAL = f"""\
+FG-NET cannot be downloaded automatically here. Obtain the FG-NET ageing database (1002
+images of 82 subjects) under its terms of use (see {_HOMEPAGE}), unzip it, and pass the
+folder as data_dir, e.g. Fgnet(data_dir="/data/FGNET").
+{_LAYOUT}"""
+
+
+class Fgnet(ManualDataBuilder):
+    """FG-NET: one row per image with ``image``, ``subject`` (e.g. ``"001"``), ``value`` (age)."""
+
+    VERSION = datasets.Version("1.0.0")
+    BUILDER_CONFIG_CLASS = ManualDataConfig
+    BUILDER_CONFIGS = [ManualDataConfig(name="default", version=VERSION, description="Age per image.")]
+    DEFAULT_CONFIG_NAME = "default"
+    manual_download_instructions = _MANUAL
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(
+            description=_DESCRIPTION, features=change_features(), homepage=_HOMEPAGE, citation=_CITATION
+        )
+
+    def _find_image_folder(self, data_dir: Path) -> tuple[Path, list[Path]]:
+        """The first search folder holding FG-NET-named images, and those images."""
+        if data_dir.is_file():
+            raise FileNotFoundError(f"data_dir {str(data_dir)!r} is a file; pass the folder.\n{_LAYOUT}")
+        for rel in SEARCH_FOLDERS:
+            folder = (data_dir / rel).resolve()
+            if not folder.is_dir():
+                continue
+            matches = sorted(p for p in folder.iterdir() if p.is_file() and FILENAME_PATTERN.match(p.name))
+            if matches:
+                return folder, matches
+        searched = ", ".join(str((data_dir / rel).resolve()) for rel in SEARCH_FOLDERS if (data_dir / rel).is_dir())
+        raise FileNotFoundError(
+            f"No FG-NET images (named like 001A02.JPG) found in {searched or str(data_dir)}.\n{_LAYOUT}"
+        )
+
+    def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
+        data_dir = self._require_data_dir(dl_manager)
+        folder, files = self._find_image_folder(data_dir)
+        report = self._new_report()
+
+        ignored = sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES and not FILENAME_PATTERN.match(p.name)
+        )
+        if ignored:
+            report.notes.append(
+                f"ignored {len(ignored)} .jpg file(s) not named <subject>A<age>: {', '.join(ignored[:10])}"
+            )
+
+        # Decode every image now, before writing: bad files are skipped and counted here so
+        # the bad-fraction error is raised before any output is written.
+        report.num_candidates = len(files)
+        by_subject: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        for path in files:
+            _, reason = read_checked_image(path)
+            if reason:
+                report.bad_images.append(f"{path}: {reason}")
+                continue
+            m = FILENAME_PATTERN.match(path.name)
+            assert m is not None  # filtered above
+            by_subject[m["subject"]].append((str(path), float(int(m["age"]))))
+        self._check_bad_fraction(report, str(folder))
+        by_subject = self._drop_small_subjects(report, by_subject)
+        items = [(s, path, age) for s in sorted(by_subject) for path, age in by_subject[s]]
+        return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"items": items})]
+
+    def _generate_examples(self, items: list[tuple[str, str, float]]) -> Iterator[tuple[int, dict[str, Any]]]:
+        report = self._report
+        for key, (subject, path, age) in enumerate(items):
+            # Embed the bytes (not the path) so the prepared dataset does not depend on
+            # the user's folder staying in place.
+            data, reason = read_checked_image(Path(path))
+            if data is None:  # changed since the check above
+                raise ValueError(f"{path} became unreadable during the build ({reason}); rebuild")
+            yield key, {"image": {"bytes": data, "path": Path(path).name}, "subject": subject, "value": age}
+        if report is not None:
+            report.num_rows = len(items)
