@@ -1,0 +1,130 @@
+"""The paper's augmentation (Sec. 3.2: horizontal flip, colour jitter, grayscale, random crop), batched on the device.
+
+torchvision's v2 transforms draw one set of random parameters per call, so a batch tensor would share one crop and
+one jitter. ComFace needs independent views per image (two of x, one of y) for thousands of images a second on the
+training device, so parameters are drawn per image from a seeded generator and applied with torchvision's own
+kernels: `roi_align` for crop-and-resize, `rgb_to_grayscale`, and the colour operations of
+`torchvision.transforms.v2.functional` written as one per-image affine colour map (tests compare it with them).
+Seeding per (seed, epoch, step) makes the views a pure function of the step, so a resumed run sees the same views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.ops import roi_align
+from torchvision.transforms.v2 import functional as TF
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    """SimCLR's operations at half of ImageNet SimCLR's strength (0.4/0.4/0.4/0.1 jitter, crop from 8%, grey 0.2):
+    several attributes are colours (pale skin, rosy cheeks, grey hair, lipstick) or small regions, and x and y are
+    augmented independently, so full-strength jitter and crops would erase the change ComFace learns to measure."""
+
+    crop_scale: tuple[float, float] = (0.8, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.05
+    grayscale_p: float = 0.1
+
+
+def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=g)
+
+
+def crop_boxes(n: int, height: int, width: int, cfg: AugmentationConfig, g: torch.Generator) -> torch.Tensor:
+    """RandomResizedCrop boxes [n, 4] (x1, y1, x2, y2), one per image: area share and log-uniform aspect ratio."""
+    area = _uniform(n, *cfg.crop_scale, g) * height * width
+    log_ratio = _uniform(n, torch.log(torch.tensor(cfg.crop_ratio[0])).item(), torch.log(torch.tensor(cfg.crop_ratio[1])).item(), g)
+    ratio = torch.exp(log_ratio)
+    w = torch.sqrt(area * ratio).clamp(max=width)
+    h = torch.sqrt(area / ratio).clamp(max=height)
+    x1 = torch.rand(n, generator=g) * (width - w)
+    y1 = torch.rand(n, generator=g) * (height - h)
+    return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
+
+
+def augment_batch(images: torch.Tensor, generator: torch.Generator, cfg: AugmentationConfig = AugmentationConfig()) -> torch.Tensor:
+    """One random view of each image.
+
+    Args:
+        images: `[N, 3, H, W]` float in [0, 1], on any device.
+        generator: a CPU torch.Generator; all parameters are drawn from it (device-independent).
+
+    Returns:
+        `[N, 3, H, W]` float in [0, 1] on the images' device.
+    """
+    n, _, height, width = images.shape
+    device = images.device
+    boxes = crop_boxes(n, height, width, cfg, generator)
+    flip = torch.rand(n, generator=generator) < cfg.flip_p
+    jitter = torch.rand(n, generator=generator) < cfg.jitter_p
+    brightness = _uniform(n, 1 - cfg.brightness, 1 + cfg.brightness, generator)
+    contrast = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, generator)
+    saturation = _uniform(n, 1 - cfg.saturation, 1 + cfg.saturation, generator)
+    hue = _uniform(n, -cfg.hue, cfg.hue, generator)
+    gray = torch.rand(n, generator=generator) < cfg.grayscale_p
+    one = torch.ones(n)
+    # Images without jitter get identity factors, so one batched pass serves all.
+    brightness, contrast, saturation = (torch.where(jitter, f, one).to(device) for f in (brightness, contrast, saturation))
+    hue = torch.where(jitter, hue, torch.zeros(n)).to(device)
+
+    rois = torch.cat([torch.arange(n, dtype=torch.float32).unsqueeze(1), boxes], dim=1).to(device, images.dtype)
+    out = roi_align(images, rois, output_size=(height, width), spatial_scale=1.0, sampling_ratio=1, aligned=True)
+    out = torch.where(flip.to(device).view(-1, 1, 1, 1), out.flip(-1), out)
+    out = color_jitter(out, brightness, contrast, saturation, hue)
+    grayscale = TF.rgb_to_grayscale(out, num_output_channels=3)
+    return torch.where(gray.to(device).view(-1, 1, 1, 1), grayscale, out)
+
+
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def color_matrix(brightness: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor, hue: torch.Tensor):
+    """Brightness, contrast, saturation and hue, in that order, as one affine colour map per image.
+
+    torchvision applies each as a blend (brightness: with black; contrast: with the mean grey level; saturation: with
+    the grey image); each blend is linear in the pixels, so their composition is out = A x + o * mean_gray(x), with
+    A = c * b * H * S and o = (1 - c) * b (S and H keep grey fixed). Hue turns the chroma plane of YIQ by
+    2 pi * hue, a linear stand-in for torchvision's HSV shift. torchvision clamps after every step; this clamps once.
+
+    Returns:
+        (A `[N, 3, 3]`, o `[N]`).
+    """
+    n = brightness.shape[0]
+    w = torch.tensor(GRAY_WEIGHTS, device=brightness.device)
+    eye = torch.eye(3, device=brightness.device).expand(n, 3, 3)
+    sat = saturation.view(-1, 1, 1) * eye + (1 - saturation.view(-1, 1, 1)) * torch.ones(n, 3, 1, device=w.device) * w.view(1, 1, 3)
+    theta = 2 * torch.pi * hue
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    rot = torch.zeros(n, 3, 3, device=w.device)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+    yiq = _RGB_TO_YIQ.to(w.device)
+    hue_matrix = torch.linalg.inv(yiq) @ rot @ yiq
+    a = (contrast * brightness).view(-1, 1, 1) * hue_matrix @ sat
+    return a, (1 - contrast) * brightness
+
+
+def color_jitter(images: torch.Tensor, brightness, contrast, saturation, hue) -> torch.Tensor:
+    """Per-image colour jitter of `[N, 3, H, W]` images in [0, 1] (see `color_matrix`)."""
+    a, offset = color_matrix(brightness, contrast, saturation, hue)
+    mean_gray = TF.rgb_to_grayscale(images).mean(dim=(-3, -2, -1))
+    out = torch.einsum("nij,njhw->nihw", a.to(images.dtype), images)
+    return (out + (offset * mean_gray).view(-1, 1, 1, 1).to(images.dtype)).clamp(0, 1)
+
+
+def step_generator(seed: int, epoch: int, step: int, rank: int, stream: int) -> torch.Generator:
+    """A CPU generator that depends only on its arguments (seed, epoch, step, process, view)."""
+    mixed = (((seed * 1_000_003 + epoch) * 1_000_033 + step) * 1_009 + rank) * 7 + stream
+    return torch.Generator().manual_seed(mixed % (2**63 - 1))
+
+
+__all__ = ["AugmentationConfig", "augment_batch", "step_generator"]

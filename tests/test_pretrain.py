@@ -1,0 +1,118 @@
+"""training/pretrain.py under real `accelerate launch`: tiny runs, two processes, kill and resume, NaN stop."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "--backbone", "test_resnet", "--image_size", "32", "--num_identities", "40", "--attributes", "weight,age,smile",
+    "--projection_hidden_size", "32", "--projection_dim", "16", "--global_batch_size", "16",
+    "--samples_per_epoch", "64", "--num_epochs", "4", "--validation_pairs", "32", "--report_to", "none",
+    "--logging_steps", "1",
+]
+
+
+def launch(args, processes=1, env=None, **kwargs):
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch"]
+    if processes > 1:
+        # On a CPU machine --multi_gpu falls back to gloo; `--cpu --num_processes 2` would run ONE process.
+        flags = ["--multi_gpu", "--num_processes", str(processes)]
+    else:
+        flags = ["--num_processes", "1"]
+    cmd = accelerate + flags + ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                                str(REPO / "training" / "pretrain.py"), *args]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return cmd, full_env
+
+
+def run(args, processes=1, env=None, check=True):
+    cmd, full_env = launch(args, processes, env)
+    result = subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=400, cwd=REPO)
+    if check:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def test_tiny_run_trains_validates_and_saves(tmp_path):
+    out = tmp_path / "run"
+    result = run(TINY + ["--output_dir", str(out), "--num_epochs", "6", "--samples_per_epoch", "128"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    losses = [entry["loss"] for entry in metrics["history"]]
+    assert len(losses) == 48
+    assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8  # the loss falls
+    assert {"val_pearson", "val_mae", "val_retrieval_top1"} <= set(metrics)
+    assert "ComFaceModel.from_pretrained" in result.stdout
+
+    from comface_hf import ComFaceForChangeEstimation, ComFaceModel
+
+    model = ComFaceModel.from_pretrained(out / "model")
+    assert model.config.backbone == "test_resnet"
+    ComFaceForChangeEstimation.from_pretrained(out / "model")
+    card = (out / "model" / "README.md").read_text()
+    assert "val_pearson" in card and "test_resnet" in card
+    assert (out / "model" / "preprocessor_config.json").exists()
+    assert not list(out.glob("*.tmp"))
+
+
+def test_two_processes_split_pairs_and_agree_on_weights(tmp_path):
+    out, dump = tmp_path / "ddp", tmp_path / "dump"
+    run(TINY + ["--output_dir", str(out), "--num_epochs", "2", "--debug_dump_dir", str(dump)], processes=2)
+    ranks = [json.loads((dump / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world_size"] == 2 for r in ranks)
+    assert ranks[0]["pairs"] != ranks[1]["pairs"]  # each process sees different pairs
+    assert len(ranks[0]["pairs"][0][0]) == 8  # global batch 16 = 2 x 8
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]  # DDP keeps the replicas identical
+
+
+def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
+    args = TINY + ["--checkpointing_steps", "2", "--num_epochs", "6", "--samples_per_epoch", "128"]
+    reference = tmp_path / "reference"
+    run(args + ["--output_dir", str(reference), "--debug_dump_dir", str(reference / "dump")])
+
+    crashed = tmp_path / "crashed"
+    cmd, env = launch(args + ["--output_dir", str(crashed), "--debug_dump_dir", str(crashed / "dump")])
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (crashed / "checkpoint-0000006").exists():
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole launcher tree, mid-run
+    proc.wait()
+    assert not (crashed / "model").exists(), "the run finished before it could be killed"
+    run(args + ["--output_dir", str(crashed), "--debug_dump_dir", str(crashed / "dump"),
+                "--resume_from_checkpoint", "latest"])
+    ref = json.loads((reference / "dump" / "rank0.json").read_text())
+    got = json.loads((crashed / "dump" / "rank0.json").read_text())
+    assert got["weights_sha256"] == ref["weights_sha256"]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    out = tmp_path / "nan"
+    result = run(TINY + ["--output_dir", str(out), "--checkpointing_steps", "2"],
+                 env={"COMFACE_DEBUG_NAN_AT_STEP": "5"}, check=False)
+    assert result.returncode != 0
+    assert "NaN" in result.stderr and "checkpoint-0000004" in result.stderr
+    assert (out / "checkpoint-0000004" / "trainer_state.json").exists()
+    assert not (out / "model").exists()
+
+
+def test_bad_options_fail_clearly_and_overwrite_nothing(tmp_path):
+    result = run(["--preset", "huge", "--output_dir", str(tmp_path / "x")], check=False)
+    assert result.returncode != 0 and "unknown preset 'huge'" in result.stderr and "embedded" in result.stderr
+    result = run(["--no_such_option", "1"], check=False)
+    assert result.returncode != 0 and "no_such_option" in result.stderr
+    not_a_checkpoint = tmp_path / "folder"
+    not_a_checkpoint.mkdir()
+    (not_a_checkpoint / "keep.txt").write_text("data")
+    result = run(TINY + ["--output_dir", str(tmp_path / "y"), "--resume_from_checkpoint", str(not_a_checkpoint)], check=False)
+    assert result.returncode != 0 and "is not a training checkpoint" in result.stderr
+    assert (not_a_checkpoint / "keep.txt").read_text() == "data" and not (tmp_path / "y" / "model").exists()
+    result = run(TINY + ["--output_dir", str(tmp_path / "z"), "--alpha_step", "5"], check=False)
+    assert result.returncode != 0 and "grid step" in result.stderr

@@ -1,0 +1,1 @@
+"""Accelerate-launched training scripts: `pretrain.py` (ComFace / FaceCycle) and `transfer.py` (downstream)."""

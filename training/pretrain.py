@@ -1,0 +1,571 @@
+"""Pretrain ComFace (Sec. 3.2-3.3, 4.1) with Accelerate, on one CPU, one GPU or many.
+
+    accelerate launch training/pretrain.py                       # the embedded default (small, CPU, minutes)
+    accelerate launch training/pretrain.py --preset paper        # ResNet50, 224 px, 35 M images, 12 epochs, batch 1024
+    accelerate launch --multi_gpu --num_processes 8 training/pretrain.py --preset paper --mixed_precision bf16
+    accelerate launch training/pretrain.py --resume_from_checkpoint latest
+    accelerate launch training/pretrain.py --learning intra      # Table 7 (b); also inter, --intra_target signed,
+                                                                  # --no_curriculum
+
+Read top to bottom: arguments and presets -> data (pairs from the generator or a built corpus) -> model, optimiser,
+schedule -> resume -> training loop (curriculum, augmentation, losses, checkpoints) -> validation -> save.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from scipy.stats import pearsonr
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+
+from comface_hf import ComFaceConfig, ComFaceImageProcessor, ComFaceModel, FaceCycleConfig, FaceCycleModel  # noqa: E402
+from comface_hf.augment import augment_batch, step_generator  # noqa: E402
+from comface_hf.pairs import CorpusPairSampler, Curriculum, StreamingPairSampler, split_identities  # noqa: E402
+from training.checkpointing import atomic_directory, find_checkpoint, prune_checkpoints  # noqa: E402
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Arguments and presets
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class PretrainArguments:
+    preset: str = field(default="embedded", metadata={"help": "embedded (default, CPU minutes) or paper."})
+    method: str = field(default="comface", metadata={"help": "comface, or facecycle (the baseline, same pipeline)."})
+    config_file: Optional[str] = field(default=None, metadata={"help": "JSON file of arguments; CLI flags win."})
+    output_dir: Optional[str] = field(default=None, metadata={"help": "Default: outputs/comface-<preset>."})
+    # data
+    data_source: str = field(default="stream", metadata={"help": "stream (render pairs on the device) or corpus."})
+    corpus_config: str = field(default="small", metadata={"help": "comface_synthetic configuration (data_source=corpus)."})
+    corpus_cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache for the built corpus."})
+    generator_seed: int = 0
+    num_identities: int = 2000
+    attributes: str = field(default="all", metadata={"help": "'all' or comma-separated attribute names."})
+    image_size: int = 64
+    alpha_min: float = -5.0
+    alpha_max: float = 5.0
+    alpha_step: float = 0.1
+    samples_per_epoch: int = field(default=4096, metadata={"help": "Pairs per epoch when streaming."})
+    validation_pairs: int = 512
+    num_workers: int = 0
+    # model and losses
+    backbone: str = "resnet18"
+    projection_hidden_size: int = 512
+    projection_dim: int = 128
+    temperature: float = 0.1
+    learning: str = field(default="both", metadata={"help": "both, inter or intra (Table 7 a-c)."})
+    intra_target: str = field(default="absolute", metadata={"help": "absolute or signed (Table 7 d)."})
+    no_curriculum: bool = field(default=False, metadata={"help": "Keep S = S_max (Table 7 e)."})
+    curriculum_stage_epochs: str = "3,6,9,12"
+    facecycle_base_channels: int = 32
+    # optimisation
+    num_epochs: int = 4
+    global_batch_size: int = 64
+    per_device_batch_size: Optional[int] = field(default=None, metadata={"help": "Default: global / processes."})
+    learning_rate: float = 4e-4
+    lr_decay_epoch: float = field(default=10.0, metadata={"help": "Halve the lr here, on the paper's 12-epoch scale."})
+    max_steps: Optional[int] = field(default=None, metadata={"help": "Stop after this many optimiser steps."})
+    mixed_precision: Optional[str] = field(default=None, metadata={"help": "no, fp16 or bf16 (default: launcher's)."})
+    sync_batchnorm: bool = False
+    channels_last: bool = False
+    torch_compile: bool = False
+    seed: int = 0
+    # checkpoints, tracking, output
+    checkpointing_steps: Optional[int] = field(default=None, metadata={"help": "Also checkpoint every K steps."})
+    checkpoints_total_limit: int = 2
+    resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
+    report_to: str = "tensorboard"
+    logging_steps: int = 10
+    push_to_hub: bool = False
+    hub_model_id: Optional[str] = None
+    debug_dump_dir: Optional[str] = field(default=None, metadata={"help": "Tests: per-process pairs and weights."})
+
+
+PRESETS: dict[str, dict] = {
+    # A fresh 2-core CPU: a small backbone at 64 px on streamed pairs, validated and saved within minutes.
+    "embedded": {},
+    # Sec. 4.1: ResNet50, 224 px, 250k identities (90/10), 43 attributes, alpha -5..5 step 0.1, 35 M images,
+    # 12 epochs, batch 1024, Adam 4e-4 halved at epoch 10, curriculum S_max = 10, e = (3, 6, 9, 12).
+    "paper": {
+        "backbone": "resnet50",
+        "image_size": 224,
+        "num_identities": 250_000,
+        "samples_per_epoch": 31_500_000,
+        "num_epochs": 12,
+        "global_batch_size": 1024,
+        "projection_hidden_size": 2048,
+        "validation_pairs": 10_000,
+        "num_workers": 8,
+        "checkpointing_steps": 2000,
+    },
+}
+
+
+LOSS_TERMS = {
+    "comface": ("inter_personal_loss", "intra_personal_loss"),
+    "facecycle": ("reconstruction_loss", "motion_cycle_loss", "identity_cycle_loss"),
+}
+
+
+def parse_arguments(argv: Optional[list[str]] = None) -> PretrainArguments:
+    """Defaults <- preset <- config file <- command line."""
+    parser = HfArgumentParser(PretrainArguments)
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    if args.preset not in PRESETS:
+        parser.error(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
+    explicit = _explicit_flags(argv if argv is not None else sys.argv[1:])
+    values = dataclasses.asdict(args)
+    values.update({k: v for k, v in PRESETS[args.preset].items() if k not in explicit})
+    if args.config_file:
+        with open(args.config_file) as f:
+            from_file = json.load(f)
+        unknown = set(from_file) - set(values)
+        if unknown:
+            parser.error(f"unknown option(s) in {args.config_file}: {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in from_file.items() if k not in explicit})
+    args = PretrainArguments(**values)
+    args.output_dir = args.output_dir or f"outputs/{args.method}-{args.preset}"
+    for name, allowed in (("learning", ("both", "inter", "intra")), ("intra_target", ("absolute", "signed")),
+                          ("data_source", ("stream", "corpus")), ("method", ("comface", "facecycle"))):
+        if getattr(args, name) not in allowed:
+            parser.error(f"--{name} must be one of {', '.join(allowed)}, got {getattr(args, name)!r}")
+    return args
+
+
+def _explicit_flags(argv: list[str]) -> set[str]:
+    return {a[2:].split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data: pairs from the generator (streaming, rendered on the device) or from a built comface_synthetic corpus
+# ----------------------------------------------------------------------------------------------------------------
+class StreamingPairs:
+    """Renders each micro-batch's pairs on the training device: storage never bounds the scale."""
+
+    def __init__(self, args: PretrainArguments, device: torch.device, identities: np.ndarray):
+        from comface_hf.synthesis import alpha_grid, get_generator
+
+        self.generator = get_generator("embedded", image_size=args.image_size, seed=args.generator_seed,
+                                       device=device, alpha_min=args.alpha_min, alpha_max=args.alpha_max)
+        self.attributes = _attribute_indices(args.attributes, self.generator)
+        grid = alpha_grid(args.alpha_min, args.alpha_max, args.alpha_step).numpy()
+        self.sampler = StreamingPairSampler(identities, len(self.attributes), grid, seed=args.seed)
+
+    def batch(self, epoch: int, start: int, count: int, s: float) -> dict[str, torch.Tensor]:
+        drawn = self.sampler.draw(epoch, start, count, s)
+        identity = torch.from_numpy(drawn["identity"])
+        attribute = torch.from_numpy(self.attributes[drawn["attribute"]])
+        alpha_x, alpha_y = torch.from_numpy(drawn["alpha_x"]), torch.from_numpy(drawn["alpha_y"])
+        images = self.generator.render(torch.cat([identity, identity]), torch.cat([attribute, attribute]),
+                                       torch.cat([alpha_x, alpha_y]))
+        x, y = images.chunk(2)
+        return {"x": x, "y": y, "alpha_x": alpha_x, "alpha_y": alpha_y, "identity": identity, "attribute": attribute}
+
+
+class CorpusPairs:
+    """Pairs over the rows of a built corpus split; images decoded from the dataset's Arrow files."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset = dataset
+        self.sampler = CorpusPairSampler(dataset["identity"], _attribute_codes(dataset), dataset["alpha"], seed=seed)
+        self.alpha = np.asarray(dataset["alpha"], dtype=np.float32)
+        self.identity = np.asarray(dataset["identity"])
+        self.attribute = _attribute_codes(dataset)
+        self._epoch, self._pairs = None, None
+
+    def pairs(self, epoch: int, s: float) -> np.ndarray:
+        if self._epoch != epoch:
+            self._epoch, self._pairs = epoch, self.sampler.epoch_pairs(epoch, s)
+        return self._pairs
+
+    def batch(self, epoch: int, start: int, count: int, s: float) -> dict[str, torch.Tensor]:
+        rows = self.pairs(epoch, s)[start : start + count]
+        images = self.dataset[np.concatenate([rows[:, 0], rows[:, 1]]).tolist()]["image"]
+        pixels = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1) for im in images]).float() / 255
+        x, y = pixels.chunk(2)
+        return {"x": x, "y": y, "alpha_x": torch.from_numpy(self.alpha[rows[:, 0]]),
+                "alpha_y": torch.from_numpy(self.alpha[rows[:, 1]]),
+                "identity": torch.from_numpy(self.identity[rows[:, 0]]),
+                "attribute": torch.from_numpy(self.attribute[rows[:, 0]])}
+
+
+def _attribute_indices(attributes: str, generator) -> np.ndarray:
+    if attributes == "all":
+        return np.arange(len(generator.attribute_names))
+    return np.array([generator.attribute_index(name.strip()) for name in attributes.split(",")])
+
+
+def _attribute_codes(dataset) -> np.ndarray:
+    values = dataset["attribute"]
+    if len(values) and isinstance(values[0], str):
+        names = {name: i for i, name in enumerate(sorted(set(values)))}
+        return np.array([names[v] for v in values])
+    return np.asarray(values, dtype=np.int64)
+
+
+def build_data(args: PretrainArguments, accelerator: Accelerator):
+    """(train source, validation source, number of training samples per epoch)."""
+    if args.data_source == "stream":
+        train_ids, val_ids = split_identities(args.num_identities, 0.1, seed=args.generator_seed)
+        train = StreamingPairs(args, accelerator.device, train_ids)
+        val = StreamingPairs(args, accelerator.device, val_ids)
+        return train, val, args.samples_per_epoch
+    from dataset_builders.comface_synthetic import ComFaceSynthetic
+
+    builder = ComFaceSynthetic(config_name=args.corpus_config, cache_dir=args.corpus_cache_dir)
+    with accelerator.main_process_first():  # one process builds, the others read the finished (atomic) build
+        builder.download_and_prepare()
+    train, val = builder.as_dataset("train"), builder.as_dataset("validation")
+    if train.features["image"].decode is False:
+        raise ValueError("The corpus's image column must decode to images.")
+    source = CorpusPairs(train, args.seed)
+    return source, CorpusPairs(val, args.seed + 1), source.sampler.num_rows
+
+
+def to_model_input(images: torch.Tensor, processor: ComFaceImageProcessor) -> torch.Tensor:
+    """[0, 1] images -> the normalisation the image processor applies at inference."""
+    mean = torch.tensor(processor.image_mean, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(processor.image_std, device=images.device).view(1, -1, 1, 1)
+    return (images - mean) / std
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation on held-out identities
+# ----------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def validate(model, val_source, args, accelerator, processor, s_max: float) -> dict[str, float]:
+    """Pearson and MAE of d against |dalpha| (fixed pairs, all ranges up to S_max) and top-1 retrieval of the
+    positive view among all second views (inter-personal branch)."""
+    model.eval()
+    unwrapped = accelerator.unwrap_model(model)
+    if isinstance(unwrapped, FaceCycleModel):
+        return validate_facecycle(unwrapped, val_source, args, accelerator, processor, s_max)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    chunk = max(1, args.per_device_batch_size)
+    d_all, t_all, z1_all, z2_all = [], [], [], []
+    for start in range(rank * chunk, args.validation_pairs, world * chunk):
+        count = min(chunk, args.validation_pairs - start)
+        batch = val_source.batch(epoch=0, start=start, count=count, s=s_max)  # epoch 0: the fixed validation pairs
+        x, y = batch["x"].to(accelerator.device), batch["y"].to(accelerator.device)
+        x1 = augment_batch(x, step_generator(args.seed, -1, start, 0, 0))
+        x2 = augment_batch(x, step_generator(args.seed, -1, start, 0, 1))
+        with accelerator.autocast():
+            # d on the clean images (what a user compares); retrieval between two augmented views of x.
+            distance = unwrapped.compare(to_model_input(x, processor), to_model_input(y, processor))
+            out = unwrapped(to_model_input(x1, processor), to_model_input(x2, processor))
+        d_all.append(distance.float())
+        t_all.append((batch["alpha_y"] - batch["alpha_x"]).abs().to(accelerator.device))
+        z1_all.append(torch.nn.functional.normalize(out.projections_x1.float(), dim=1))
+        z2_all.append(torch.nn.functional.normalize(out.projections_x2.float(), dim=1))
+    d = accelerator.gather_for_metrics(torch.cat(d_all)).cpu().numpy()
+    t = accelerator.gather_for_metrics(torch.cat(t_all)).cpu().numpy()
+    z1 = accelerator.gather_for_metrics(torch.cat(z1_all))
+    z2 = accelerator.gather_for_metrics(torch.cat(z2_all))
+    retrieval = (z1 @ z2.t()).argmax(dim=1).eq(torch.arange(len(z1), device=z1.device)).float().mean().item()
+    pearson = float(pearsonr(d, t)[0]) if np.std(d) > 0 else 0.0
+    model.train()
+    return {"val_pearson": pearson, "val_mae": float(np.abs(d - t).mean()), "val_retrieval_top1": retrieval}
+
+
+@torch.no_grad()
+def validate_facecycle(model, val_source, args, accelerator, processor, s_max: float) -> dict[str, float]:
+    """FaceCycle has no d: the validation loss and the re-expression error on held-out identities."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    chunk = max(1, args.per_device_batch_size)
+    losses, errors = [], []
+    for start in range(rank * chunk, args.validation_pairs, world * chunk):
+        batch = val_source.batch(epoch=0, start=start, count=min(chunk, args.validation_pairs - start), s=s_max)
+        x = to_model_input(batch["x"].to(accelerator.device), processor)
+        y = to_model_input(batch["y"].to(accelerator.device), processor)
+        with accelerator.autocast():
+            out = model(x, y)
+        losses.append(out.loss.float().reshape(1))
+        errors.append((out.reconstruction.float() - x).abs().mean().reshape(1))
+    model.train()
+    return {"val_loss": accelerator.gather_for_metrics(torch.cat(losses)).mean().item(),
+            "val_reconstruction_l1": accelerator.gather_for_metrics(torch.cat(errors)).mean().item()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------------------------------------
+def main(argv: Optional[list[str]] = None) -> Path:
+    args = parse_arguments(argv)
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=str(output_dir),
+        step_scheduler_with_optimizer=False,
+        # A term whose weight is 0 leaves its head without gradients.
+        kwargs_handlers=[DistributedDataParallelKwargs(
+            find_unused_parameters=args.learning != "both" or args.method == "facecycle")],
+    )
+    world = accelerator.num_processes
+    if args.per_device_batch_size is None:
+        args.per_device_batch_size = max(1, args.global_batch_size // world)
+    accumulation, rest = divmod(args.global_batch_size, args.per_device_batch_size * world)
+    if rest or accumulation < 1:
+        raise ValueError(
+            f"global_batch_size={args.global_batch_size} is not a multiple of per_device_batch_size="
+            f"{args.per_device_batch_size} x {world} processes; choose sizes that divide."
+        )
+    accelerator.gradient_accumulation_steps = accumulation
+    set_seed(args.seed)
+
+    resume_dir = None
+    if args.resume_from_checkpoint:
+        resume_dir = find_checkpoint(output_dir, args.resume_from_checkpoint)  # clear error, nothing overwritten
+
+    # Data
+    train_source, val_source, samples_per_epoch = build_data(args, accelerator)
+    s_max = train_source.sampler.s_max
+    stages = tuple(float(e) for e in args.curriculum_stage_epochs.split(","))
+    curriculum = Curriculum(s_max=s_max, num_epochs=args.num_epochs, stage_epochs=stages,
+                            enabled=not args.no_curriculum)
+    train_source.sampler.check_range(curriculum.range_at(args.num_epochs))
+    micro_per_epoch = samples_per_epoch // (args.per_device_batch_size * world)
+    steps_per_epoch = micro_per_epoch // accumulation
+    if steps_per_epoch < 1:
+        raise ValueError(f"{samples_per_epoch} samples per epoch are fewer than one global batch of {args.global_batch_size}.")
+    micro_per_epoch = steps_per_epoch * accumulation
+    total_steps = steps_per_epoch * args.num_epochs
+    if args.max_steps:
+        total_steps = min(total_steps, args.max_steps)
+
+    # Model, optimiser, schedule (Adam, lr halved at epoch 10 of 12, scaled to the run)
+    config = ComFaceConfig(
+        backbone=args.backbone, image_size=args.image_size, projection_hidden_size=args.projection_hidden_size,
+        projection_dim=args.projection_dim, temperature=args.temperature,
+        inter_loss_weight=0.0 if args.learning == "intra" else 1.0,
+        intra_loss_weight=0.0 if args.learning == "inter" else 1.0, intra_target=args.intra_target,
+    )
+    if args.method == "facecycle":
+        # FaceCycle learns from frames of one person without labels: x and y of a pair are two such frames.
+        model = FaceCycleModel(FaceCycleConfig(image_size=args.image_size, base_channels=args.facecycle_base_channels))
+    else:
+        model = ComFaceModel(config)
+    processor = ComFaceImageProcessor(crop_size=args.image_size)
+    if args.sync_batchnorm and world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
+    decay_step = round(steps_per_epoch * args.num_epochs * args.lr_decay_epoch / 12)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 if step < decay_step else 0.5)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if args.torch_compile:
+        model = torch.compile(model)
+
+    # Resume: model, optimiser, scheduler and RNG from accelerate; epoch and step (the curriculum and sampler
+    # position: pairs and views are functions of them) from trainer_state.json.
+    global_step, start_epoch, start_micro = 0, 1, 0
+    if resume_dir is not None:
+        accelerator.load_state(str(resume_dir))
+        state = json.loads((resume_dir / "trainer_state.json").read_text())
+        global_step, start_epoch, start_micro = state["global_step"], state["epoch"], state["micro_step"]
+        accelerator.print(f"Resumed from {resume_dir} at epoch {start_epoch}, step {global_step}.")
+
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    tracker_config = {k: v for k, v in dataclasses.asdict(args).items() if isinstance(v, (int, float, str, bool))}
+    if args.report_to != "none":
+        accelerator.init_trackers("comface", config=tracker_config)
+
+    def save_checkpoint(epoch: int, micro_step: int) -> None:
+        final = output_dir / f"checkpoint-{global_step:07d}"
+        with atomic_directory(final, accelerator) as tmp:
+            accelerator.save_state(str(tmp))
+            if accelerator.is_main_process:
+                (tmp / "trainer_state.json").write_text(json.dumps(
+                    {"global_step": global_step, "epoch": epoch, "micro_step": micro_step,
+                     "s": curriculum.range_at(epoch), "args": tracker_config}, indent=2))
+        if accelerator.is_main_process:
+            prune_checkpoints(output_dir, args.checkpoints_total_limit)
+
+    debug = {"pairs": [], "rank": accelerator.process_index}
+    nan_step = int(os.environ.get("COMFACE_DEBUG_NAN_AT_STEP", "-1"))  # tests: exercise the NaN stop
+    progress = tqdm(total=total_steps, initial=global_step, disable=not accelerator.is_local_main_process,
+                    desc="pretrain", unit="step")
+    metrics: dict[str, float] = {}
+    history: list[dict] = []  # every logged step, kept in metrics.json
+    data_time = compute_time = 0.0
+    pairs_seen, window_start = 0, time.perf_counter()
+    model.train()
+    done = global_step >= total_steps
+    for epoch in range(start_epoch, args.num_epochs + 1):
+        if done:
+            break
+        s = curriculum.range_at(epoch)
+        first_micro = start_micro if epoch == start_epoch else 0
+        for micro in range(first_micro, micro_per_epoch):
+            t0 = time.perf_counter()
+            start = (micro * world + accelerator.process_index) * args.per_device_batch_size
+            batch = train_source.batch(epoch, start, args.per_device_batch_size, s)
+            x, y = batch["x"].to(accelerator.device), batch["y"].to(accelerator.device)
+            views = [augment_batch(img, step_generator(args.seed, epoch, micro, accelerator.process_index, k))
+                     for k, img in enumerate((x, x, y))]
+            x1, x2, yv = (to_model_input(v, processor) for v in views)
+            if args.channels_last:
+                x1, x2, yv = (v.contiguous(memory_format=torch.channels_last) for v in (x1, x2, yv))
+            t1 = time.perf_counter()
+            if args.debug_dump_dir and len(debug["pairs"]) < 4:
+                debug["pairs"].append([batch["identity"].tolist(), batch["alpha_x"].tolist(), batch["alpha_y"].tolist()])
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    if args.method == "facecycle":
+                        out = model(x1, yv)
+                    else:
+                        out = model(
+                            x1, None if args.learning == "intra" else x2, None if args.learning == "inter" else yv,
+                            alpha_x=None if args.learning == "inter" else batch["alpha_x"].to(accelerator.device),
+                            alpha_y=None if args.learning == "inter" else batch["alpha_y"].to(accelerator.device),
+                        )
+                loss = out.loss
+                if global_step == nan_step:
+                    loss = loss * float("nan")
+                # Every process must stop together: decide on the gathered losses.
+                losses = accelerator.gather(loss.detach().float().reshape(1))
+                if not torch.isfinite(losses).all():
+                    last = find_checkpoint(output_dir, "latest", missing_ok=True)
+                    raise FloatingPointError(
+                        f"The loss became NaN/inf at step {global_step} (epoch {epoch}); the weights were not "
+                        f"updated. Last good checkpoint: {last or 'none yet'}. Lower --learning_rate or use "
+                        "--mixed_precision bf16 instead of fp16, then resume with --resume_from_checkpoint latest."
+                    )
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if accelerator.device.type == "cuda":
+                torch.cuda.synchronize()
+            t2 = time.perf_counter()
+            data_time += t1 - t0
+            compute_time += t2 - t1
+            pairs_seen += args.per_device_batch_size * world
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            global_step += 1
+            progress.update(1)
+            if global_step % args.logging_steps == 0 or global_step == total_steps:
+                elapsed = time.perf_counter() - window_start
+                log = {"loss": losses.mean().item(), "lr": scheduler.get_last_lr()[0], "S": s, "epoch": epoch,
+                       "pairs_per_second": pairs_seen / elapsed, "images_per_second": 3 * pairs_seen / elapsed,
+                       "data_wait_share": data_time / max(data_time + compute_time, 1e-9),
+                       "seconds_per_step": elapsed * args.global_batch_size / pairs_seen,
+                       "compute_seconds_per_step": compute_time * args.global_batch_size / pairs_seen}
+                for name in LOSS_TERMS[args.method]:
+                    term = getattr(out, name)
+                    if term is not None:
+                        log[name] = accelerator.gather(term.detach().float().reshape(1)).mean().item()
+                accelerator.log(log, step=global_step)
+                history.append({"step": global_step, **log})
+                progress.set_postfix(loss=f"{log['loss']:.3f}", S=f"{s:.2f}", pairs_s=f"{log['pairs_per_second']:.0f}")
+                metrics.update({k: log[k] for k in ("pairs_per_second", "data_wait_share")})
+                pairs_seen, data_time, compute_time, window_start = 0, 0.0, 0.0, time.perf_counter()
+            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
+                save_checkpoint(epoch, micro + 1)
+            if global_step >= total_steps:
+                done = True
+                break
+        if done and micro + 1 < micro_per_epoch:
+            break
+        # End of epoch: validate, checkpoint at the start of the next epoch.
+        metrics.update(validate(model, val_source, args, accelerator, processor, s_max))
+        accelerator.log({k: v for k, v in metrics.items() if k.startswith("val_")}, step=global_step)
+        accelerator.print(f"epoch {epoch}: S={s:.2f} " + " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("val_")))
+        save_checkpoint(epoch + 1, 0)
+    progress.close()
+    if not any(k.startswith("val_") for k in metrics):
+        metrics.update(validate(model, val_source, args, accelerator, processor, s_max))
+
+    # Save: a from_pretrained folder (safetensors, config, processor, model card), written atomically.
+    final_dir = output_dir / "model"
+    unwrapped = accelerator.unwrap_model(model)
+    if args.sync_batchnorm and world > 1:
+        unwrapped = _revert_sync_batchnorm(unwrapped)
+    with atomic_directory(final_dir, accelerator, replace=True) as tmp:
+        if accelerator.is_main_process:
+            if isinstance(unwrapped, ComFaceModel):
+                unwrapped.save_pretrained(tmp, model_card=model_card_values(args, metrics, global_step, world))
+            else:
+                unwrapped.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+    if args.debug_dump_dir:
+        digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in unwrapped.state_dict().values())).hexdigest()
+        Path(args.debug_dump_dir).mkdir(parents=True, exist_ok=True)
+        (Path(args.debug_dump_dir) / f"rank{accelerator.process_index}.json").write_text(
+            json.dumps({**debug, "weights_sha256": digest, "world_size": world, **metrics}))
+    accelerator.end_training()
+    if accelerator.is_main_process:
+        (output_dir / "metrics.json").write_text(
+            json.dumps({"global_step": global_step, **metrics, "history": history}, indent=2))
+        if args.push_to_hub:
+            repo = args.hub_model_id or final_dir.resolve().parent.name
+            unwrapped.push_to_hub(repo)
+            processor.push_to_hub(repo)
+        name = type(unwrapped).__name__
+        lines = [
+            "Validation on held-out identities: "
+            + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("val_")),
+            f"Model saved to {final_dir.resolve()}",
+            "Load it with:",
+            f"  from comface_hf import {name}",
+            f"  model = {name}.from_pretrained('{final_dir.resolve()}')",
+        ]
+        if isinstance(unwrapped, ComFaceModel):
+            lines += ["  from comface_hf import ComFaceForChangeEstimation  # transfer f and l to a downstream task",
+                      f"  change_model = ComFaceForChangeEstimation.from_pretrained('{final_dir.resolve()}')"]
+        print("\n" + "\n".join(lines))
+    return final_dir
+
+
+def _revert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """SyncBatchNorm -> BatchNorm2d so that the saved model loads on one device."""
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.SyncBatchNorm):
+            bn = torch.nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            bn.load_state_dict(child.state_dict())
+            setattr(module, name, bn)
+        else:
+            _revert_sync_batchnorm(child)
+    return module
+
+
+def model_card_values(args: PretrainArguments, metrics: dict, steps: int, world: int) -> dict:
+    data = (
+        f"Rendered on the fly by the embedded parametric face generator (`comface_hf.synthesis`, seed "
+        f"{args.generator_seed}): {args.num_identities} identities split 90/10 by identity, attributes: "
+        f"{args.attributes}, alpha in [{args.alpha_min}, {args.alpha_max}] step {args.alpha_step}, {args.image_size} px."
+        if args.data_source == "stream"
+        else f"The `comface_synthetic` corpus, configuration `{args.corpus_config}`, train split (90% of identities)."
+    )
+    procedure = (
+        f"`training/pretrain.py --preset {args.preset}`: {args.learning} learning, intra target {args.intra_target}, "
+        f"curriculum {'off' if args.no_curriculum else 'on (Eq. 2, S_max = corpus span, stages ' + args.curriculum_stage_epochs + ' of 12 epochs, scaled)'}; "
+        f"{args.num_epochs} epochs, {steps} optimiser steps, global batch {args.global_batch_size} on {world} process(es); "
+        f"Adam lr {args.learning_rate} halved at epoch {args.lr_decay_epoch} of 12 (scaled); seed {args.seed}."
+    )
+    validation = {k: v for k, v in metrics.items() if k.startswith("val_")}
+    return {"training_data": data, "training_procedure": procedure, "validation": validation,
+            "model_id": args.hub_model_id or f"comface-{args.preset}"}
+
+
+if __name__ == "__main__":
+    main()
