@@ -1,0 +1,48 @@
+"""Synthetic face corpus for ComFace (paper Sec. 3.1): generators with ``w_edit = w + alpha * n_m``.
+
+Two generators share one interface (``render(identities, attributes, alphas) -> [B,3,H,W]``):
+
+* :class:`EmbeddedFaceGenerator` (default, ``"embedded"``): a deterministic parametric face
+  renderer in torch; needs no weights.
+* :class:`LatentEditGenerator` (``"latent-edit"``): wraps a StyleGAN-style ``G`` with
+  InterFaceGAN direction files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .attributes import ATTRIBUTE_DIRECTIONS, ATTRIBUTE_NAMES, CELEBA_ATTRIBUTES, resolve_attribute
+from .latent_edit import LatentEditGenerator
+from .renderer import MIN_IMAGE_SIZE, EmbeddedFaceGenerator, alpha_grid
+
+__all__ = [
+    "ATTRIBUTE_DIRECTIONS", "ATTRIBUTE_NAMES", "CELEBA_ATTRIBUTES", "EmbeddedFaceGenerator",
+    "LatentEditGenerator", "MIN_IMAGE_SIZE", "alpha_grid", "get_generator", "resolve_attribute",
+    "make_sample_sheet",
+]
+
+_GENERATORS = ("embedded", "latent-edit")
+
+
+def get_generator(name: str = "embedded", **kwargs: Any):
+    """Build a generator by name.
+
+    ``"embedded"`` -> ``EmbeddedFaceGenerator(**kwargs)``.
+    ``"latent-edit"`` -> ``LatentEditGenerator.from_import_path(**kwargs)`` when ``import_path``
+    is given, else ``LatentEditGenerator(**kwargs)`` (pass ``generator`` and ``directions``).
+    """
+    if name in ("embedded", EmbeddedFaceGenerator.name):
+        return EmbeddedFaceGenerator(**kwargs)
+    if name in ("latent-edit", "latent_edit", LatentEditGenerator.name):
+        if "import_path" in kwargs:
+            return LatentEditGenerator.from_import_path(**kwargs)
+        return LatentEditGenerator(**kwargs)
+    raise ValueError(f"Unknown generator {name!r}; choose one of {', '.join(_GENERATORS)}")
+
+
+def make_sample_sheet(*args: Any, **kwargs: Any):
+    """See :func:`comface_hf.synthesis.sample_sheet.make_sample_sheet` (lazy: needs PIL)."""
+    from .sample_sheet import make_sample_sheet as _impl
+
+    return _impl(*args, **kwargs)

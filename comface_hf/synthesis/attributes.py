@@ -1,0 +1,99 @@
+"""The 43 ComFace attributes and their directions in the embedded renderer's parameter space.
+
+The paper (Sec. 3.1 / 4.1) edits StyleGAN latents along InterFaceGAN normals for weight, age,
+smile and the 40 CelebA attributes.  The embedded renderer mirrors this: every attribute is a
+*direction* ``n_m`` in the renderer's continuous face-parameter space and an edit is
+``p_edit = p + t * n_m`` with ``t = alpha / 5`` (so ``alpha = +-5`` is one full unit step).
+
+Every direction only touches parameters that the renderer maps *linearly or piecewise-linearly*
+to pixels without saturating inside ``|alpha| <= 5``, so the pixel change from the neutral
+face grows monotonically with ``|alpha|`` for both signs and for every identity.  Attributes
+whose feature an identity may lack (eyeglasses, hat, beard...) carry a secondary component
+(e.g. eye-socket depth, hair volume) that keeps changing the image after the feature has faded
+out, exactly like the entangled directions InterFaceGAN finds in StyleGAN.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Mapping
+
+#: Paper order: weight [50], age and smile [56], then the 40 CelebA attributes [40].
+CELEBA_ATTRIBUTES: List[str] = [
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
+    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair",
+    "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair",
+    "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache",
+    "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
+    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings",
+    "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+]
+
+#: All 43 attribute names, in index order (``attributes`` tensors passed to ``render`` index this).
+ATTRIBUTE_NAMES: List[str] = ["weight", "age", "smile"] + CELEBA_ATTRIBUTES
+
+#: Direction of each attribute: renderer parameter -> change per unit ``t = alpha / 5``.
+ATTRIBUTE_DIRECTIONS: Dict[str, Mapping[str, float]] = {
+    # weight: wider face, fuller cheeks, double chin, thicker neck, slightly puffier eyes.
+    "weight": {"face_w": 0.06, "cheek": 0.6, "dchin": 0.8, "jaw": -0.12, "neck_w": 0.05, "eye_open": -0.06},
+    # age: wrinkles/sagging/grey hair (piecewise) plus linear skin darkening and thinner lips.
+    "age": {"age": 0.9, "lip_full": -0.006, "eye_w": -0.004, "bags": 0.15},
+    # smile: AU12 (lip corners up, wider mouth) and AU6 (cheeks raised, eyes squint).
+    "smile": {"smile": 0.09, "cheek_raise": 0.9, "mouth_w": 0.015, "mouth_open": 0.02},
+    "5_o_Clock_Shadow": {"stubble": 0.9},
+    "Arched_Eyebrows": {"brow_arch": 0.035, "brow_gap": 0.01},
+    "Attractive": {"smooth": 0.8, "eye_w": 0.006, "lip_full": 0.004, "makeup": 0.2},
+    "Bags_Under_Eyes": {"bags": 0.8},
+    "Bald": {"bald": 1.0},
+    "Bangs": {"bangs": 1.0},
+    "Big_Lips": {"lip_full": 0.012},
+    "Big_Nose": {"nose_scale": 0.35},
+    "Black_Hair": {"hair_dark": 0.8},
+    "Blond_Hair": {"hair_blond": 0.8},
+    "Blurry": {"blur": 1.0},
+    "Brown_Hair": {"hair_brown": 0.8},
+    "Bushy_Eyebrows": {"brow_thick": 0.012, "brow_dark": 0.3},
+    "Chubby": {"face_w": 0.045, "cheek": 0.8, "dchin": 0.4},
+    "Double_Chin": {"dchin": 1.0},
+    "Eyeglasses": {"glasses": 1.0, "socket": -0.5},
+    "Goatee": {"goatee": 1.0},
+    "Gray_Hair": {"grey": 0.9},
+    "Heavy_Makeup": {"makeup": 0.9, "lip_red": 0.3},
+    "High_Cheekbones": {"cheekbone": 0.6},
+    "Male": {"jaw": -0.1, "brow_thick": 0.006, "stubble": 0.35, "lip_red": -0.25, "hair_len": -0.6},
+    "Mouth_Slightly_Open": {"mouth_open": 0.06},
+    "Mustache": {"moustache": 1.0},
+    "Narrow_Eyes": {"eye_open": -0.3},
+    "No_Beard": {"beard": -1.0, "stubble": -0.4},
+    "Oval_Face": {"face_h": 0.035, "face_w": -0.02, "jaw": 0.1},
+    "Pale_Skin": {"pale": 0.8},
+    "Pointy_Nose": {"nose_point": 0.8},
+    "Receding_Hairline": {"recede": 0.5},
+    "Rosy_Cheeks": {"rosy": 0.6},
+    "Sideburns": {"sideburn": 1.0},
+    "Smiling": {"smile": 0.08, "cheek_raise": 1.0, "mouth_open": 0.025},
+    "Straight_Hair": {"wavy": -0.9},
+    "Wavy_Hair": {"wavy": 0.9},
+    "Wearing_Earrings": {"earrings": 1.0, "ear_size": -0.015},
+    "Wearing_Hat": {"hat": 1.0, "hair_vol": -0.04},
+    "Wearing_Lipstick": {"lip_red": 0.7},
+    "Wearing_Necklace": {"necklace": 1.0, "collar": -0.08},
+    "Wearing_Necktie": {"necktie": 1.0, "shirt_l": -0.3},
+    "Young": {"age": -0.9, "smooth": 0.3},
+}
+
+assert len(ATTRIBUTE_NAMES) == 43 and set(ATTRIBUTE_DIRECTIONS) == set(ATTRIBUTE_NAMES)
+
+
+def resolve_attribute(name: str, names: List[str] | None = None) -> int:
+    """Index of attribute ``name`` in ``names`` (default :data:`ATTRIBUTE_NAMES`).
+
+    Raises:
+        KeyError: the name is unknown; the message lists every valid name.
+    """
+    names = ATTRIBUTE_NAMES if names is None else names
+    try:
+        return names.index(name)
+    except ValueError:
+        raise KeyError(
+            f"Unknown attribute {name!r}. Valid attribute names are: {', '.join(names)}"
+        ) from None
