@@ -1,0 +1,858 @@
+"""The downstream transfer protocol of ComFace (paper Sec. 3.4 and 4.2-4.3) as reusable functions.
+
+One *run* = one task dataset x one initialisation x one mode (linear evaluation or fine-tuning):
+
+1. :func:`load_task_dataset` gives a table of images with ``subject`` and ``value`` (a manual-data builder or a
+   synthetic task rendered from identities pretraining never saw).
+2. Pairs of images of one subject are sampled **once per task dataset with a fixed seed** (``data_seed``), saved to
+   ``pairs.csv`` and filtered per fold by subject, so every method sees identical pairs (Sec. 4.2).
+3. Four subject-disjoint folds; 10% of each fold's training subjects validate (model selection: the epoch with the
+   best validation MAE is kept); the test subjects give MAE, Pearson correlation and direction accuracy.
+4. Every fold starts again from the initial weights (:func:`build_change_model`): linear evaluation freezes f and
+   trains l from scratch, fine-tuning trains f and l from the initial weights, both with MSE on value_y - value_x.
+
+:func:`run_protocol` returns a JSON-able dict (per-fold metrics, mean and std over folds, settings, data report);
+``training/transfer.py`` is the command line over it and :mod:`comface_hf.reports` turns results into tables.
+
+Augmentation: the paper does not describe downstream augmentation, so none is applied by default; ``augment=True``
+applies the pretraining SimCLR augmentation (:func:`comface_hf.augment.augment_batch`) to x and y independently
+during training only (colour, crop and flip do not change expression, weight or age).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import datasets
+import numpy as np
+import torch
+from torch import nn
+
+from .image_processing_comface import COMFACE_MEAN, COMFACE_STD, ComFaceImageProcessor
+from .transfer_data import (
+    ChangePair,
+    ChangePairDataset,
+    Fold,
+    compute_change_metrics,
+    load_change_metrics,
+    load_pairs,
+    make_synthetic_task,
+    pairs_for_subjects,
+    sample_change_pairs,
+    save_pairs,
+    subject_kfold,
+)
+
+#: Tasks accepted by :func:`load_task_dataset` (and ``--task``).
+TASKS: tuple[str, ...] = (
+    "disfa_au6",
+    "disfa_au12",
+    "fgnet",
+    "face_change",
+    "synthetic_smile",
+    "synthetic_weight",
+    "synthetic_age",
+)
+#: ``linear``: f frozen, l from scratch; ``finetune``: f and l trained from the initial weights (Sec. 4.2).
+MODES: tuple[str, ...] = ("linear", "finetune")
+#: Forms of ``init`` understood by :func:`build_change_model`.
+INIT_FORMS: str = (
+    "'scratch' (random f, see --backbone), a ComFace checkpoint folder or Hub id, "
+    "'timm:<backbone>:<weights file>' (e.g. ImageNet or face-recognition weights), or 'facecycle:<folder>'"
+)
+#: Input size of a scratch model when none is given: the embedded pretraining default (64 px).
+DEFAULT_SCRATCH_IMAGE_SIZE = 64
+#: Input size of a timm-weights model when none is given: what ImageNet weights are trained at.
+DEFAULT_TIMM_IMAGE_SIZE = 224
+DEFAULT_LR = {"linear": 1e-3, "finetune": 1e-4}
+METRIC_NAMES: tuple[str, ...] = ("mae", "pearson", "direction_accuracy")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskData:
+    """A task's image table and what the builder left out.
+
+    Attributes:
+        task: one of :data:`TASKS`.
+        dataset: ``datasets.Dataset`` with columns ``image``, ``subject``, ``value`` (one row per image).
+        build_report: the builder's report as a dict (``num_rows``, ``bad_images``, ``single_image_subjects``...);
+            ``None`` for synthetic tasks, which have nothing to skip.
+    """
+
+    task: str
+    dataset: datasets.Dataset
+    build_report: Optional[dict[str, Any]] = None
+
+    def summary(self) -> str:
+        subjects = len(set(self.dataset["subject"]))
+        text = f"{self.task}: {len(self.dataset)} images of {subjects} subjects"
+        if self.build_report is not None:
+            report = self.build_report
+            text += (
+                f"; builder skipped {len(report.get('bad_images', []))} unreadable image(s) and left out "
+                f"{len(report.get('single_image_subjects', []))} subject(s) with fewer than 2 images"
+            )
+        return text
+
+
+def check_choice(name: str, value: str, valid: Sequence[str]) -> None:
+    """Raise a ValueError listing the valid values when ``value`` is not one of them."""
+    if value not in valid:
+        raise ValueError(f"Unknown {name} {value!r}; valid values: {', '.join(valid)}.")
+
+
+def load_task_dataset(
+    task: str,
+    data_dir: Optional[str] = None,
+    *,
+    image_size: int = 64,
+    cache_dir: Optional[str] = None,
+    data_seed: int = 0,
+    synthetic_subjects: int = 40,
+    synthetic_images_per_subject: int = 12,
+    max_frames_per_subject: Optional[int] = None,
+    synthetic_generator: Any = None,
+) -> TaskData:
+    """Load (or render) a downstream task as one table of images.
+
+    Args:
+        task: one of :data:`TASKS`. ``disfa_au6``/``disfa_au12``/``fgnet``/``face_change`` read the user's copy in
+            ``data_dir`` through ``dataset_builders``; ``synthetic_*`` render identities pretraining never saw.
+        data_dir: the user's data folder (real tasks only; for ``face_change`` the folder holding the CSV).
+        image_size: rendering resolution of synthetic tasks (the model's input size; real images are resized later).
+        cache_dir: ``datasets`` cache for the builders.
+        data_seed: seed of the synthetic rendering (alphas, nuisance) and of DISFA's frame subsampling.
+        synthetic_subjects, synthetic_images_per_subject: size of a synthetic task.
+        max_frames_per_subject: DISFA only: keep at most this many frames per subject (seeded).
+        synthetic_generator: an ``EmbeddedFaceGenerator`` to reuse across tasks (saves its construction).
+
+    Returns:
+        :class:`TaskData` with the builder's report.
+    """
+    check_choice("task", task, TASKS)
+    if task.startswith("synthetic_"):
+        if data_dir:
+            warnings.warn(f"--data_dir is ignored for the synthetic task {task!r} (its images are rendered).")
+        dataset = make_synthetic_task(
+            task.removeprefix("synthetic_"),
+            num_subjects=synthetic_subjects,
+            images_per_subject=synthetic_images_per_subject,
+            image_size=image_size,
+            seed=data_seed,
+            generator=synthetic_generator,
+        )
+        return TaskData(task, dataset, None)
+
+    if not data_dir:
+        raise ValueError(
+            f"Task {task!r} reads your own copy of the dataset (it cannot be downloaded): pass --data_dir <folder>. "
+            "See dataset_builders/<name>/README.md for the expected layout, or use a synthetic_* task."
+        )
+    # Imported here: the builders live at the repository root (like metrics/), not inside the package.
+    if task.startswith("disfa_"):
+        from dataset_builders.disfa import Disfa
+
+        builder = Disfa(
+            config_name=task.removeprefix("disfa_"),
+            data_dir=data_dir,
+            cache_dir=cache_dir,
+            max_frames_per_subject=max_frames_per_subject,
+            seed=data_seed,
+        )
+    elif task == "fgnet":
+        from dataset_builders.fgnet import Fgnet
+
+        builder = Fgnet(data_dir=data_dir, cache_dir=cache_dir)
+    else:
+        from dataset_builders.face_change import FaceChange
+
+        builder = FaceChange(data_dir=data_dir, cache_dir=cache_dir)
+    builder.download_and_prepare()
+    dataset = builder.as_dataset(split="train")
+    report = builder.build_report
+    return TaskData(task, dataset, report.to_dict() if report is not None else None)
+
+
+def sample_task_pairs(
+    data: TaskData, pairs_per_subject: int = 100, data_seed: int = 0, pairs_file: Optional[str] = None
+) -> list[ChangePair]:
+    """The task's pairs: loaded from ``pairs_file`` when given, else sampled with the fixed ``data_seed``.
+
+    Sampling depends only on the task table and the seed (never on the init, mode or training seed), so separate runs
+    of different methods get identical pairs; ``pairs_file`` reuses a saved ``pairs.csv`` explicitly.
+    """
+    if pairs_file:
+        pairs = load_pairs(pairs_file)
+        n = len(data.dataset)
+        if any(not (0 <= p.index_x < n and 0 <= p.index_y < n) for p in pairs):
+            raise ValueError(
+                f"{pairs_file!r} refers to images beyond the {n} rows of {data.task!r}: it was saved for a different "
+                "dataset (or builder options). Drop --pairs_file to sample new pairs."
+            )
+        return pairs
+    return sample_change_pairs(data.dataset["subject"], data.dataset["value"], pairs_per_subject, seed=data_seed)
+
+
+def make_folds(pairs: Sequence[ChangePair], n_folds: int = 4, data_seed: int = 0, val_fraction: float = 0.1) -> list[Fold]:
+    """Subject-disjoint folds over the subjects that have pairs, with a clear error when there are too few."""
+    subjects = sorted({p.subject for p in pairs})
+    if len(subjects) < n_folds + 2:
+        raise ValueError(
+            f"{n_folds}-fold cross-validation needs at least {n_folds + 2} subjects with at least one pair "
+            f"(each fold needs test, validation and training subjects), but only {len(subjects)} have pairs: "
+            f"{', '.join(subjects[:10])}. Add subjects or use fewer folds (--folds, at least 2)."
+        )
+    return subject_kfold(subjects, n_folds=n_folds, seed=data_seed, val_fraction=val_fraction)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChangeModelSpec:
+    """A change-estimation model with the input pipeline its initialisation requires.
+
+    Attributes:
+        model: ``ComFaceForChangeEstimation`` or ``FaceCycleForChangeEstimation`` (forward(pixel_values_x,
+            pixel_values_y, labels) -> ``ChangeEstimationOutput``).
+        image_size: input side S in pixels.
+        image_mean, image_std: per-channel normalisation of [0, 1] images the initialisation was trained with.
+        init_kind: ``scratch``, ``comface``, ``timm`` or ``facecycle``.
+        method: a short name for tables (e.g. ``ComFace (model)``).
+    """
+
+    model: nn.Module
+    image_size: int
+    image_mean: list[float]
+    image_std: list[float]
+    init_kind: str
+    method: str
+
+    def image_processor(self) -> ComFaceImageProcessor:
+        """Resize, centre-crop and normalise any image to what :attr:`model` expects."""
+        return ComFaceImageProcessor(crop_size=self.image_size, image_mean=self.image_mean, image_std=self.image_std)
+
+
+def _fixed_size(init: str, pretrained_size: int, requested: Optional[int]) -> int:
+    """The init's own input size; a different explicit request is an error, not a silent resize."""
+    if requested is not None and int(requested) != int(pretrained_size):
+        raise ValueError(
+            f"--image_size {requested} conflicts with init {init!r}, which was pretrained at {pretrained_size} px "
+            f"(its config.image_size). Drop --image_size or pass --image_size {pretrained_size}."
+        )
+    return int(pretrained_size)
+
+
+def _processor_stats(folder: str, default_mean: list[float], default_std: list[float]) -> tuple[list[float], list[float]]:
+    """Normalisation saved with a checkpoint (preprocessor_config.json), else the method's default."""
+    path = Path(folder) / "preprocessor_config.json"
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("do_normalize", True) is False:
+            return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+        return list(saved.get("image_mean", default_mean)), list(saved.get("image_std", default_std))
+    return list(default_mean), list(default_std)
+
+
+def _config_model_type(init: str) -> Optional[str]:
+    config = Path(init) / "config.json"
+    if config.is_file():
+        return json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    return None
+
+
+def build_change_model(
+    init: str,
+    mode: str,
+    image_size: Optional[int] = None,
+    backbone: str = "resnet18",
+    symmetric_change: bool = False,
+) -> ChangeModelSpec:
+    """A change-estimation model initialised from ``init`` and prepared for ``mode``.
+
+    Args:
+        init: see :data:`INIT_FORMS`. A ComFace folder may come from any pretraining variant (both losses, intra-only,
+            inter-only): f and l are transferred and g is dropped. A folder whose config says ``facecycle`` is loaded as
+            FaceCycle even without the ``facecycle:`` prefix.
+        mode: ``linear`` (freeze f, re-initialise l) or ``finetune`` (train f and l from the initial weights).
+        image_size: input side; must match a pretrained checkpoint's ``config.image_size`` (error otherwise). Defaults
+            to the checkpoint's size, :data:`DEFAULT_SCRATCH_IMAGE_SIZE` for scratch, :data:`DEFAULT_TIMM_IMAGE_SIZE`
+            for timm weights.
+        backbone: timm architecture for ``scratch``.
+        symmetric_change: ComFace models: predict (d(x, y) - d(y, x)) / 2 (sign flips exactly when x, y swap).
+
+    Returns:
+        :class:`ChangeModelSpec`.
+    """
+    from .configuration_comface import ComFaceConfig
+    from .modeling_comface import ComFaceForChangeEstimation
+    from .modeling_facecycle import FaceCycleForChangeEstimation
+
+    check_choice("mode", mode, MODES)
+    if not isinstance(init, str) or not init:
+        raise ValueError(f"--init is required: {INIT_FORMS}.")
+
+    if init == "scratch":
+        size = int(image_size or DEFAULT_SCRATCH_IMAGE_SIZE)
+        model = ComFaceForChangeEstimation(
+            ComFaceConfig(backbone=backbone, image_size=size, symmetric_change=symmetric_change)
+        )
+        spec = ChangeModelSpec(model, size, list(COMFACE_MEAN), list(COMFACE_STD), "scratch", f"Scratch ({backbone})")
+    elif init.startswith("timm:"):
+        parts = init.split(":", 2)
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise ValueError(f"--init {init!r}: write timm weights as 'timm:<backbone>:<weights file>'.")
+        _, timm_name, weights = parts
+        size = int(image_size or DEFAULT_TIMM_IMAGE_SIZE)
+        model = ComFaceForChangeEstimation.from_timm_weights(
+            timm_name, weights, image_size=size, symmetric_change=symmetric_change
+        )
+        # General pre-training expects its own normalisation (e.g. ImageNet mean/std), which timm records.
+        from timm.data import resolve_data_config
+
+        data_config = resolve_data_config({}, model=model.backbone)
+        mean, std = list(data_config["mean"]), list(data_config["std"])
+        spec = ChangeModelSpec(model, size, mean, std, "timm", f"{timm_name} ({Path(weights).stem})")
+    elif init.startswith("facecycle:") or _config_model_type(init) == "facecycle":
+        folder = init.removeprefix("facecycle:")
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"--init {init!r}: FaceCycle folder {folder!r} does not exist.")
+        model = FaceCycleForChangeEstimation.from_facecycle(folder)
+        size = _fixed_size(init, model.config.image_size, image_size)
+        # FaceCycle is trained on faces in [0, 1] unless its folder saved another normalisation.
+        mean, std = _processor_stats(folder, [0.0] * 3, [1.0] * 3)
+        spec = ChangeModelSpec(model, size, mean, std, "facecycle", f"FaceCycle ({Path(folder).name})")
+    else:
+        if os.path.exists(init) and not os.path.isdir(init):
+            raise ValueError(f"--init {init!r} is a file, not a checkpoint folder. Valid forms: {INIT_FORMS}.")
+        model_type = _config_model_type(init)
+        if model_type not in (None, "comface"):
+            raise ValueError(f"--init {init!r} holds a {model_type!r} model, not ComFace. Valid forms: {INIT_FORMS}.")
+        try:
+            model = ComFaceForChangeEstimation.from_pretrained(init, symmetric_change=symmetric_change)
+        except OSError as exc:
+            if os.path.isdir(init):
+                raise
+            raise OSError(
+                f"--init {init!r} is neither a local folder nor a Hub checkpoint that can be loaded ({exc}). "
+                f"Valid forms: {INIT_FORMS}. Offline (HF_HUB_OFFLINE=1) only cached Hub ids load."
+            ) from exc
+        size = _fixed_size(init, model.config.image_size, image_size)
+        mean, std = _processor_stats(init, COMFACE_MEAN, COMFACE_STD) if os.path.isdir(init) else (COMFACE_MEAN, COMFACE_STD)
+        spec = ChangeModelSpec(model, size, list(mean), list(std), "comface", f"ComFace ({Path(init).name})")
+
+    if mode == "linear":
+        spec.model.prepare_linear_evaluation()
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One fold
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TransferSettings:
+    """Optimisation settings shared by all folds of a run."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: Optional[float] = None  # None: DEFAULT_LR[mode]
+    weight_decay: float = 0.0
+    seed: int = 0
+    augment: bool = False
+    num_workers: int = 0
+    show_progress: bool = True
+    # Linear evaluation without augmentation: f is frozen and in eval mode, so f(image) is a fixed function; computing
+    # it once per image and training l on the stored features gives the same model as running f every step, at a
+    # fraction of the cost (the many-epoch regime linear probes need).
+    cache_features: bool = True
+
+    def learning_rate(self, mode: str) -> float:
+        return float(self.lr if self.lr is not None else DEFAULT_LR[mode])
+
+
+class _IndexedPairs(torch.utils.data.Dataset):
+    """`ChangePairDataset` items plus ``pair_index`` (the row of pairs.csv), so gathered predictions can be matched."""
+
+    def __init__(self, pairs_dataset: ChangePairDataset, indices: Sequence[int]):
+        self.pairs_dataset, self.indices = pairs_dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.pairs_dataset)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {**self.pairs_dataset[i], "pair_index": torch.tensor(self.indices[i])}
+
+
+def _pair_loader(
+    data: TaskData,
+    pairs: Sequence[ChangePair],
+    pair_indices: Sequence[int],
+    transform: Callable,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int,
+) -> torch.utils.data.DataLoader:
+    dataset = _IndexedPairs(ChangePairDataset(data.dataset, pairs, transform=transform), pair_indices)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers
+    )
+
+
+def _augment_normalised(pixel_values: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator):
+    """SimCLR augmentation of normalised images: undo the normalisation, augment in [0, 1], normalise again."""
+    from .augment import augment_batch
+
+    return (augment_batch((pixel_values * std + mean).clamp(0, 1), generator) - mean) / std
+
+
+class _FeaturePairs(torch.utils.data.Dataset):
+    """Pairs over precomputed backbone features, in the item layout of `_IndexedPairs`.
+
+    The ``pixel_values_x``/``pixel_values_y`` keys hold features h `[F]` here (not images) so that the training loop,
+    `accelerator.prepare` and `gather_for_metrics` stay identical for both paths; `_HeadOnFeatures` consumes them.
+    """
+
+    def __init__(self, features: torch.Tensor, row_of: dict[int, int], pairs: Sequence[ChangePair], indices: Sequence[int]):
+        self.features, self.row_of, self.pairs, self.indices = features, row_of, list(pairs), list(indices)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        p = self.pairs[i]
+        return {
+            "pixel_values_x": self.features[self.row_of[p.index_x]],
+            "pixel_values_y": self.features[self.row_of[p.index_y]],
+            "labels": torch.tensor(p.label, dtype=torch.float32),
+            "pair_index": torch.tensor(self.indices[i]),
+        }
+
+
+class _HeadOnFeatures(nn.Module):
+    """l applied to stored features: the change-estimation forward with f already evaluated.
+
+    Mirrors `ComFaceForChangeEstimation.forward` after the backbone (including `symmetric_change`), sharing the
+    model's `difference_head` module, so training this trains the model's l.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.difference_head = model.difference_head
+        self.symmetric = bool(getattr(model.config, "symmetric_change", False))
+
+    def forward(self, pixel_values_x: torch.Tensor, pixel_values_y: torch.Tensor, labels: Optional[torch.Tensor] = None):
+        from .modeling_comface import ChangeEstimationOutput
+
+        change = self.difference_head(pixel_values_y - pixel_values_x)
+        if self.symmetric:
+            change = 0.5 * (change - self.difference_head(pixel_values_x - pixel_values_y))
+        loss = None if labels is None else nn.functional.mse_loss(change.float(), labels.reshape(-1).float())
+        return ChangeEstimationOutput(loss=loss, change=change, features_x=pixel_values_x, features_y=pixel_values_y)
+
+
+@torch.no_grad()
+def _backbone_features(
+    model: nn.Module, data: TaskData, image_indices: Sequence[int], transform: Callable, batch_size: int, device
+) -> tuple[torch.Tensor, dict[int, int]]:
+    """f(image) `[U, F]` (CPU) for the given image rows, and image row -> feature row."""
+    model.to(device)
+    model.backbone.eval()
+    images = data.dataset.select_columns(["image"])
+    rows = sorted(set(image_indices))
+    chunks = []
+    for start in range(0, len(rows), 2 * batch_size):
+        batch = torch.stack([transform(images[i]["image"]) for i in rows[start : start + 2 * batch_size]])
+        chunks.append(model.backbone(batch.to(device)).float().cpu())
+    return torch.cat(chunks), {row: k for k, row in enumerate(rows)}
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, loader, accelerator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pair_index, prediction, label) over a prepared loader, gathered from all processes (padding dropped)."""
+    model.eval()
+    indices, preds, labels = [], [], []
+    for batch in loader:
+        index = batch.pop("pair_index")
+        change = model(batch["pixel_values_x"], batch["pixel_values_y"]).change
+        index, change, label = accelerator.gather_for_metrics((index, change.float(), batch["labels"].float()))
+        indices.append(index.cpu())
+        preds.append(change.cpu())
+        labels.append(label.cpu())
+    if not preds:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
+    return torch.cat(indices).numpy(), torch.cat(preds).double().numpy(), torch.cat(labels).double().numpy()
+
+
+@dataclass
+class FoldResult:
+    """Outcome of :func:`run_fold`.
+
+    Attributes:
+        metrics: test ``{"mae", "pearson", "direction_accuracy"}`` of the selected epoch.
+        best_epoch: 1-based epoch with the best validation MAE (the weights kept for testing).
+        history: per epoch ``{"epoch", "train_loss", "val_loss", "val_mae"}``.
+        predictions: ``[(pair_index, prediction, label)]`` on the test pairs.
+        model: the unwrapped model holding the selected weights (on CPU).
+        seconds: wall time of the fold.
+    """
+
+    metrics: dict[str, float]
+    best_epoch: int
+    history: list[dict[str, float]]
+    predictions: list[tuple[int, float, float]]
+    model: nn.Module
+    seconds: float
+    num_pairs: dict[str, int] = field(default_factory=dict)
+
+
+def run_fold(
+    spec: ChangeModelSpec,
+    mode: str,
+    data: TaskData,
+    pairs: Sequence[ChangePair],
+    fold: Fold,
+    settings: TransferSettings,
+    accelerator: Any = None,
+    metrics_modules: Optional[dict[str, Any]] = None,
+    description: str = "fold",
+) -> FoldResult:
+    """Train on ``fold.train`` subjects, select the epoch on ``fold.val``, test on ``fold.test``.
+
+    ``spec.model`` must hold the initial weights (already prepared for ``mode`` by :func:`build_change_model`); it is
+    trained in place. Only parameters with ``requires_grad`` are optimised (Adam), so linear evaluation trains l only.
+    In linear mode without augmentation (and ``settings.cache_features``), the frozen f runs once per image and l is
+    trained on the stored features; the result is the same as running f at every step.
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    accelerator = accelerator or Accelerator()
+    metrics_modules = metrics_modules or load_change_metrics()
+    index_of = {p: i for i, p in enumerate(pairs)}
+    split = {name: pairs_for_subjects(pairs, getattr(fold, name)) for name in ("train", "val", "test")}
+    for name, subset in split.items():
+        if not subset:
+            raise ValueError(f"{description}: no {name} pairs (subjects {getattr(fold, name)}); add subjects or pairs.")
+    processor = spec.image_processor()
+
+    def transform(image) -> torch.Tensor:
+        return processor(image, return_tensors="pt")["pixel_values"][0]
+
+    use_cache = mode == "linear" and settings.cache_features and not settings.augment
+    if use_cache:
+        image_rows = [i for subset in split.values() for p in subset for i in (p.index_x, p.index_y)]
+        features, row_of = _backbone_features(
+            spec.model, data, image_rows, transform, settings.batch_size, accelerator.device
+        )
+        loaders = {
+            name: torch.utils.data.DataLoader(
+                _FeaturePairs(features, row_of, subset, [index_of[p] for p in subset]),
+                batch_size=settings.batch_size, shuffle=(name == "train"),
+                generator=torch.Generator().manual_seed(settings.seed),
+            )
+            for name, subset in split.items()
+        }
+        model: nn.Module = _HeadOnFeatures(spec.model)
+    else:
+        loaders = {
+            name: _pair_loader(
+                data, subset, [index_of[p] for p in subset], transform, settings.batch_size,
+                shuffle=(name == "train"), seed=settings.seed, num_workers=settings.num_workers,
+            )
+            for name, subset in split.items()
+        }
+        model = spec.model
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=settings.learning_rate(mode), weight_decay=settings.weight_decay)
+    model, optimizer, train_dl, val_dl, test_dl = accelerator.prepare(
+        model, optimizer, loaders["train"], loaders["val"], loaders["test"]
+    )
+    unwrapped = accelerator.unwrap_model(model)
+    mean = torch.tensor(spec.image_mean, device=accelerator.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.image_std, device=accelerator.device).view(1, -1, 1, 1)
+    aug_generator = torch.Generator().manual_seed(settings.seed + accelerator.process_index)
+
+    def validate() -> tuple[float, float]:
+        _, pred, label = _predict(model, val_dl, accelerator)
+        return float(np.mean((pred - label) ** 2)), float(np.mean(np.abs(pred - label)))
+
+    # Epoch 0 (the initial weights) is recorded for reference but is not a candidate: selection picks among trained
+    # epochs, as in the paper (a re-initialised l would otherwise compete as a zero predictor).
+    val_loss, val_mae = validate()
+    history = [{"epoch": 0, "train_loss": float("nan"), "val_loss": val_loss, "val_mae": val_mae}]
+    best_mae, best_epoch, best_state = math.inf, 0, None
+    steps = settings.epochs * len(train_dl)
+    progress = tqdm(
+        total=steps, desc=description, disable=not (settings.show_progress and accelerator.is_local_main_process),
+        leave=False,
+    )
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        losses = []
+        for batch in train_dl:
+            batch.pop("pair_index")
+            if settings.augment:
+                batch["pixel_values_x"] = _augment_normalised(batch["pixel_values_x"], mean, std, aug_generator)
+                batch["pixel_values_y"] = _augment_normalised(batch["pixel_values_y"], mean, std, aug_generator)
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach().float())
+            progress.update(1)
+        train_loss = accelerator.gather(torch.stack(losses).mean().reshape(1)).mean().item()
+        val_loss, val_mae = validate()
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_mae": val_mae})
+        progress.set_postfix(train_loss=f"{train_loss:.3f}", val_mae=f"{val_mae:.3f}")
+        if best_state is None or val_mae < best_mae:  # gathered figures: every process keeps the same epoch
+            best_mae, best_epoch = val_mae, epoch
+            best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+    progress.close()
+
+    unwrapped.load_state_dict(best_state)
+    index, pred, label = _predict(model, test_dl, accelerator)
+    metrics = compute_change_metrics(pred, label, metrics_modules)
+    result_model = spec.model.cpu()  # with cached features, `unwrapped` is only the head: return the whole model
+    accelerator.free_memory()  # drops the prepared references so the next fold starts clean
+    return FoldResult(
+        metrics=metrics,
+        best_epoch=best_epoch,
+        history=history,
+        predictions=[(int(i), float(p), float(t)) for i, p, t in zip(index, pred, label)],
+        model=result_model,
+        seconds=time.perf_counter() - start,
+        num_pairs={name: len(subset) for name, subset in split.items()},
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The whole protocol
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def aggregate(per_fold: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and sample standard deviation (ddof=1; 0 for one fold) of each metric over folds."""
+    out = {}
+    for name in METRIC_NAMES:
+        values = np.array([m[name] for m in per_fold], dtype=np.float64)
+        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        out[name] = {"mean": float(values.mean()), "std": std}
+    return out
+
+
+def run_protocol(
+    task: str,
+    init: str,
+    mode: str,
+    *,
+    data: Optional[TaskData] = None,
+    data_dir: Optional[str] = None,
+    output_dir: Optional[str] = None,
+    folds: int = 4,
+    val_fraction: float = 0.1,
+    pairs_per_subject: int = 100,
+    pairs_file: Optional[str] = None,
+    data_seed: int = 0,
+    image_size: Optional[int] = None,
+    backbone: str = "resnet18",
+    symmetric_change: bool = False,
+    settings: Optional[TransferSettings] = None,
+    method: Optional[str] = None,
+    accelerator: Any = None,
+    data_kwargs: Optional[dict[str, Any]] = None,
+    keep_models: bool = False,
+) -> dict[str, Any]:
+    """Cross-validated transfer of ``init`` to ``task`` in ``mode`` (Sec. 4.2); optionally writes the run's files.
+
+    Args:
+        task, init, mode: see :data:`TASKS`, :data:`INIT_FORMS`, :data:`MODES`.
+        data: an already loaded task (reused across inits; must be the table of ``task``); loaded when omitted.
+        data_dir: the user's data folder for real tasks.
+        output_dir: when given (main process), writes ``pairs.csv``, ``results.json``, ``predictions.csv`` and
+            ``scatter.png``.
+        folds, val_fraction: subject-disjoint cross-validation (4 and 10% in the paper).
+        pairs_per_subject, pairs_file, data_seed: how pairs are drawn (see :func:`sample_task_pairs`); ``data_seed``
+            also fixes the folds and the synthetic rendering, independently of the training ``settings.seed``.
+        image_size, backbone, symmetric_change: see :func:`build_change_model`.
+        settings: optimisation settings (:class:`TransferSettings`).
+        method: row name in tables (default: derived from ``init``).
+        accelerator: an ``accelerate.Accelerator`` (one is created when omitted).
+        data_kwargs: extra arguments of :func:`load_task_dataset` (``synthetic_subjects``, ``cache_dir``...).
+        keep_models: also return the per-fold trained models under ``"models"`` (not JSON-able; for tests).
+
+    Returns:
+        dict with ``task``, ``init``, ``mode``, ``method``, ``settings``, ``data`` (sizes, build report), ``folds``
+        (per fold: subjects, pair counts, best epoch, history, test metrics, seconds), ``aggregate`` (mean/std over
+        folds) and ``predictions`` (``[fold, pair_index, prediction, label]``).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    check_choice("task", task, TASKS)
+    check_choice("mode", mode, MODES)
+    settings = settings or TransferSettings()
+    if settings.epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {settings.epochs}.")
+    accelerator = accelerator or Accelerator()
+    start = time.perf_counter()
+
+    # The model comes first: its init fixes the image size the synthetic task is rendered at.
+    set_seed(settings.seed)
+    spec = build_change_model(init, mode, image_size, backbone, symmetric_change)
+    initial_state = copy.deepcopy(spec.model.state_dict())
+    if data is None:
+        data = load_task_dataset(task, data_dir, image_size=spec.image_size, data_seed=data_seed, **(data_kwargs or {}))
+    elif data.task != task:
+        raise ValueError(f"`data` holds task {data.task!r} but task={task!r}.")
+    accelerator.print(data.summary())
+
+    pairs = sample_task_pairs(data, pairs_per_subject, data_seed, pairs_file)
+    if not pairs:
+        raise ValueError(f"{task}: no same-subject pair with different values could be drawn; check the values.")
+    split = make_folds(pairs, folds, data_seed, val_fraction)
+    if output_dir and accelerator.is_main_process:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        save_pairs(pairs, Path(output_dir) / "pairs.csv")
+
+    metrics_modules = load_change_metrics()
+    fold_records, predictions, models = [], [], []
+    for k, fold in enumerate(split):
+        # Every fold restarts from the same initial weights (and, for scratch, the same random draw).
+        spec.model.load_state_dict(initial_state)
+        set_seed(settings.seed + k)
+        result = run_fold(
+            spec, mode, data, pairs, fold, settings, accelerator, metrics_modules,
+            description=f"{task} {mode} fold {k + 1}/{len(split)}",
+        )
+        accelerator.print(
+            f"fold {k + 1}/{len(split)}: best epoch {result.best_epoch}, test MAE {result.metrics['mae']:.3f}, "
+            f"Pearson {result.metrics['pearson']:.3f}, direction accuracy {result.metrics['direction_accuracy']:.3f} "
+            f"({result.seconds:.0f} s)"
+        )
+        fold_records.append(
+            {
+                "fold": k,
+                "train_subjects": fold.train,
+                "val_subjects": fold.val,
+                "test_subjects": fold.test,
+                "num_pairs": result.num_pairs,
+                "best_epoch": result.best_epoch,
+                "history": result.history,
+                "test": result.metrics,
+                "seconds": result.seconds,
+            }
+        )
+        predictions.extend([k, i, p, t] for i, p, t in result.predictions)
+        if keep_models:
+            models.append(copy.deepcopy(result.model))
+        spec.model = result.model  # back on CPU; reloaded with the initial weights at the next fold
+
+    results: dict[str, Any] = {
+        "task": task,
+        "init": init,
+        "init_kind": spec.init_kind,
+        "mode": mode,
+        "method": method or spec.method,
+        "settings": {
+            **asdict(settings),
+            "lr": settings.learning_rate(mode),
+            "folds": folds,
+            "val_fraction": val_fraction,
+            "pairs_per_subject": pairs_per_subject,
+            "data_seed": data_seed,
+            "image_size": spec.image_size,
+            "image_mean": spec.image_mean,
+            "image_std": spec.image_std,
+            "backbone": getattr(spec.model.config, "backbone", type(spec.model).__name__),
+            "num_processes": accelerator.num_processes,
+            "model_selection": "trained epoch with the lowest validation MAE",
+        },
+        "data": {
+            "num_images": len(data.dataset),
+            "num_subjects": len(set(data.dataset["subject"])),
+            "num_pairs": len(pairs),
+            "num_subjects_with_pairs": len({p.subject for p in pairs}),
+            "build_report": data.build_report,
+        },
+        "folds": fold_records,
+        "aggregate": aggregate([f["test"] for f in fold_records]),
+        "seconds": time.perf_counter() - start,
+        "predictions": predictions,
+    }
+    if output_dir and accelerator.is_main_process:
+        write_run_outputs(results, pairs, output_dir)
+    if keep_models:
+        results["models"] = models
+    return results
+
+
+def write_run_outputs(results: dict[str, Any], pairs: Sequence[ChangePair], output_dir: str) -> None:
+    """``results.json`` (everything but the predictions), ``predictions.csv`` and ``scatter.png`` in ``output_dir``."""
+    from .reports import plot_scatter
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {k: v for k, v in results.items() if k not in ("predictions", "models")}
+    (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1), encoding="utf-8")
+    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["fold", "pair_index", "subject", "index_x", "index_y", "value_x", "value_y", "label", "prediction"])
+        for fold, i, pred, label in results["predictions"]:
+            p = pairs[i]
+            writer.writerow([fold, i, p.subject, p.index_x, p.index_y, repr(p.value_x), repr(p.value_y), repr(label), repr(pred)])
+    preds = np.array([row[2] for row in results["predictions"]])
+    labels = np.array([row[3] for row in results["predictions"]])
+    plot_scatter([(f"{results['method']} / {results['mode']}", preds, labels)], out / "scatter.png", title=results["task"])
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN (e.g. Pearson of constant predictions) as null: strict JSON readers reject NaN."""
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+__all__ = [
+    "ChangeModelSpec",
+    "DEFAULT_LR",
+    "FoldResult",
+    "INIT_FORMS",
+    "MODES",
+    "TASKS",
+    "TaskData",
+    "TransferSettings",
+    "aggregate",
+    "build_change_model",
+    "load_task_dataset",
+    "make_folds",
+    "run_fold",
+    "run_protocol",
+    "sample_task_pairs",
+    "write_run_outputs",
+]

@@ -1,0 +1,107 @@
+"""Transfer a pretrained face model to a downstream change-estimation task (paper Sec. 3.4, 4.2-4.3).
+
+    accelerate launch training/transfer.py --task synthetic_smile --init outputs/comface-embedded/model --mode linear
+    accelerate launch training/transfer.py --task synthetic_smile --init scratch --backbone resnet18 --mode finetune
+    accelerate launch training/transfer.py --task disfa_au12 --data_dir /data/DISFA --init <folder> --mode finetune
+    accelerate launch training/transfer.py --task fgnet --data_dir /data/FGNET --init timm:resnet50:/w/resnet50.safetensors \
+        --mode linear --image_size 224
+    accelerate launch training/transfer.py --task synthetic_age --init facecycle:outputs/facecycle/model --mode linear
+
+4-fold subject-disjoint cross-validation, 10% of the training subjects validate (the epoch with the best validation MAE
+is kept), MSE on value_y - value_x; test MAE, Pearson correlation and direction accuracy per fold with mean ± std.
+Writes pairs.csv, results.json, predictions.csv, scatter.png and table.md/.csv to --output_dir. The pairs depend only on
+the task and --data_seed, so runs of different inits are evaluated on identical pairs (or pass --pairs_file).
+Combine runs into one table with `python -m comface_hf.reports <dirs>/results.json --out table`.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from accelerate import Accelerator
+from transformers import HfArgumentParser
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+
+from comface_hf.reports import write_table  # noqa: E402
+from comface_hf.transfer import INIT_FORMS, MODES, TASKS, TransferSettings, check_choice, run_protocol  # noqa: E402
+
+
+@dataclass
+class TransferArguments:
+    task: str = field(metadata={"help": f"One of: {', '.join(TASKS)}."})
+    init: str = field(metadata={"help": f"Initialisation: {INIT_FORMS}."})
+    mode: str = field(metadata={"help": "linear (f frozen, l from scratch) or finetune (all layers)."})
+    data_dir: Optional[str] = field(default=None, metadata={"help": "Your copy of DISFA/FG-NET/face_change data."})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache for the real-data builders."})
+    output_dir: Optional[str] = field(default=None, metadata={"help": "Default: outputs/transfer/<task>-<init>-<mode>."})
+    method: Optional[str] = field(default=None, metadata={"help": "Row name in tables (default: from --init)."})
+    folds: int = 4
+    val_fraction: float = 0.1
+    epochs: int = 10
+    batch_size: int = field(default=32, metadata={"help": "Pairs per batch per process."})
+    lr: Optional[float] = field(default=None, metadata={"help": "Adam learning rate; default 1e-3 linear, 1e-4 finetune."})
+    weight_decay: float = 0.0
+    image_size: Optional[int] = field(
+        default=None, metadata={"help": "Input size; a pretrained init fixes it (default: the init's, 64 for scratch)."}
+    )
+    backbone: str = field(default="resnet18", metadata={"help": "timm architecture for --init scratch."})
+    symmetric_change: bool = False
+    augment: bool = field(default=False, metadata={"help": "SimCLR augmentation of x and y while training."})
+    pairs_per_subject: int = 100
+    pairs_file: Optional[str] = field(default=None, metadata={"help": "Reuse a saved pairs.csv (same task data)."})
+    data_seed: int = field(default=0, metadata={"help": "Fixes pairs, folds and synthetic rendering (keep it fixed)."})
+    seed: int = field(default=0, metadata={"help": "Training seed (scratch weights, head init, batch order)."})
+    synthetic_subjects: int = 40
+    synthetic_images_per_subject: int = 12
+    max_frames_per_subject: Optional[int] = field(default=None, metadata={"help": "DISFA: subsample frames."})
+    num_workers: int = 0
+
+
+def main() -> None:
+    (args,) = HfArgumentParser(TransferArguments).parse_args_into_dataclasses()
+    # Fail on a typo before any data is loaded or rendered.
+    check_choice("task", args.task, TASKS)
+    check_choice("mode", args.mode, MODES)
+    init_name = Path(args.init.rstrip("/")).name.replace(":", "-") or "init"
+    output_dir = args.output_dir or f"outputs/transfer/{args.task}-{init_name}-{args.mode}"
+
+    accelerator = Accelerator()
+    settings = TransferSettings(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+        augment=args.augment, num_workers=args.num_workers,
+    )
+    data_kwargs = {"cache_dir": args.cache_dir}
+    if args.task.startswith("synthetic_"):
+        data_kwargs.update(
+            synthetic_subjects=args.synthetic_subjects, synthetic_images_per_subject=args.synthetic_images_per_subject
+        )
+    if args.task.startswith("disfa_"):
+        data_kwargs["max_frames_per_subject"] = args.max_frames_per_subject
+    results = run_protocol(
+        args.task, args.init, args.mode,
+        data_dir=args.data_dir, output_dir=output_dir, folds=args.folds, val_fraction=args.val_fraction,
+        pairs_per_subject=args.pairs_per_subject, pairs_file=args.pairs_file, data_seed=args.data_seed,
+        image_size=args.image_size, backbone=args.backbone, symmetric_change=args.symmetric_change,
+        settings=settings, method=args.method, accelerator=accelerator, data_kwargs=data_kwargs,
+    )
+
+    if accelerator.is_main_process:
+        md_path, _ = write_table([results], Path(output_dir) / "table")
+        report = results["data"]["build_report"]
+        if report:
+            accelerator.print(
+                f"data: {report.get('num_rows')} images kept of {report.get('num_candidates')} candidates, "
+                f"{len(report.get('bad_images', []))} unreadable skipped, "
+                f"{len(report.get('single_image_subjects', []))} single-image subject(s) dropped"
+            )
+        accelerator.print(md_path.read_text(encoding="utf-8"))
+        accelerator.print(f"wrote results.json, predictions.csv, pairs.csv, scatter.png and table.md/.csv to {output_dir}")
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()
