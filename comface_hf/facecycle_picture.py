@@ -10,6 +10,8 @@ smile so the de-expression has something to remove).
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -115,7 +117,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if args.rows < 1:
             parser.error("--rows must be >= 1")
         pixel_values = _synthetic_faces(size, args.rows, args.seed, args.attribute)
-    picture = make_facecycle_picture(model, pixel_values)
+    # A model trained by training/pretrain.py saw the image processor's normalisation: apply it, and undo it to show.
+    mean = std = None
+    if os.path.isfile(os.path.join(args.model, "preprocessor_config.json")):
+        with open(os.path.join(args.model, "preprocessor_config.json")) as f:
+            processor = json.load(f)
+        mean, std = processor["image_mean"], processor["image_std"]
+        pixel_values = (pixel_values - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    picture = make_facecycle_picture(model, pixel_values, image_mean=mean, image_std=std)
     picture.save(args.out)
     print(f"wrote {args.out} ({picture.width}x{picture.height}; columns: {', '.join(COLUMNS)})")
 

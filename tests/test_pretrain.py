@@ -22,8 +22,10 @@ TINY = [
 def launch(args, processes=1, env=None, **kwargs):
     accelerate = [sys.executable, "-m", "accelerate.commands.launch"]
     if processes > 1:
-        # On a CPU machine --multi_gpu falls back to gloo; `--cpu --num_processes 2` would run ONE process.
+        # Two real processes on CPUs: `--cpu --num_processes 2` runs ONE process, and `--multi_gpu` without a GPU
+        # starts two that Accelerate does not see as distributed unless ACCELERATE_USE_CPU=true (gloo, MULTI_CPU).
         flags = ["--multi_gpu", "--num_processes", str(processes)]
+        env = {"ACCELERATE_USE_CPU": "true", **(env or {})}
     else:
         flags = ["--num_processes", "1"]
     cmd = accelerate + flags + ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -101,6 +103,13 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert "NaN" in result.stderr and "checkpoint-0000004" in result.stderr
     assert (out / "checkpoint-0000004" / "trainer_state.json").exists()
     assert not (out / "model").exists()
+
+
+def test_multi_process_launch_that_accelerate_cannot_see_is_refused(tmp_path):
+    cmd, env = launch(TINY + ["--output_dir", str(tmp_path / "x")], processes=2)
+    # --multi_gpu without a GPU and without ACCELERATE_USE_CPU: two processes that Accelerate treats as one each.
+    result = subprocess.run(cmd, env={**env, "ACCELERATE_USE_CPU": "false"}, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode != 0 and "ACCELERATE_USE_CPU" in result.stderr
 
 
 def test_bad_options_fail_clearly_and_overwrite_nothing(tmp_path):

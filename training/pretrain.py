@@ -63,7 +63,7 @@ class PretrainArguments:
     alpha_step: float = 0.1
     samples_per_epoch: int = field(default=4096, metadata={"help": "Pairs per epoch when streaming."})
     validation_pairs: int = 512
-    num_workers: int = 0
+    num_workers: int = field(default=1, metadata={"help": "Processes producing batches ahead (CPU rendering)."})
     # model and losses
     backbone: str = "resnet18"
     projection_hidden_size: int = 512
@@ -111,7 +111,7 @@ PRESETS: dict[str, dict] = {
         "global_batch_size": 1024,
         "projection_hidden_size": 2048,
         "validation_pairs": 10_000,
-        "num_workers": 8,
+        "num_workers": 0,  # streaming renders on the GPU itself; use 8 with --data_source corpus
         "checkpointing_steps": 2000,
     },
 }
@@ -245,6 +245,46 @@ def to_model_input(images: torch.Tensor, processor: ComFaceImageProcessor) -> to
     return (images - mean) / std
 
 
+class EpochBatches(torch.utils.data.Dataset):
+    """Item k = this process's k-th micro-batch of an epoch: pairs, then the three augmented views (x~, x~', y~).
+
+    Everything is a function of (seed, epoch, micro-step, process), so a DataLoader worker can produce batches ahead
+    of the training loop and a resumed run produces the same ones.
+    """
+
+    def __init__(self, source, args: "PretrainArguments", epoch: int, s: float, micro_steps: range, rank: int,
+                 world: int, device: torch.device):
+        self.source, self.args, self.epoch, self.s = source, args, epoch, s
+        self.micro_steps, self.rank, self.world, self.device = micro_steps, rank, world, device
+
+    def __len__(self) -> int:
+        return len(self.micro_steps)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        micro, b = self.micro_steps[k], self.args.per_device_batch_size
+        batch = self.source.batch(self.epoch, (micro * self.world + self.rank) * b, b, self.s)
+        x, y = batch.pop("x").to(self.device), batch.pop("y").to(self.device)
+        views = [augment_batch(img, step_generator(self.args.seed, self.epoch, micro, self.rank, v))
+                 for v, img in enumerate((x, x, y))]
+        return {"x1": views[0], "x2": views[1], "y": views[2], "micro": micro, **batch}
+
+
+def epoch_loader(source, args, epoch: int, s: float, first_micro: int, micro_per_epoch: int, accelerator):
+    """Batches of one epoch; on a CPU a worker renders and augments the next batches while the model trains."""
+    workers = args.num_workers
+    if accelerator.device.type != "cpu" and isinstance(source, StreamingPairs):
+        workers = 0  # the generator renders on the training device itself
+    device = accelerator.device if workers == 0 else torch.device("cpu")
+    dataset = EpochBatches(source, args, epoch, s, range(first_micro, micro_per_epoch), accelerator.process_index,
+                           accelerator.num_processes, device)
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
+                                       prefetch_factor=2 if workers else None, worker_init_fn=_single_thread)
+
+
+def _single_thread(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # a worker shares the cores with training; forked OpenMP pools can also hang
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Validation on held-out identities
 # ----------------------------------------------------------------------------------------------------------------
@@ -318,6 +358,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
             find_unused_parameters=args.learning != "both" or args.method == "facecycle")],
     )
     world = accelerator.num_processes
+    check_process_count(world)
     if args.per_device_batch_size is None:
         args.per_device_batch_size = max(1, args.global_batch_size // world)
     accumulation, rest = divmod(args.global_batch_size, args.per_device_batch_size * world)
@@ -414,14 +455,11 @@ def main(argv: Optional[list[str]] = None) -> Path:
             break
         s = curriculum.range_at(epoch)
         first_micro = start_micro if epoch == start_epoch else 0
-        for micro in range(first_micro, micro_per_epoch):
-            t0 = time.perf_counter()
-            start = (micro * world + accelerator.process_index) * args.per_device_batch_size
-            batch = train_source.batch(epoch, start, args.per_device_batch_size, s)
-            x, y = batch["x"].to(accelerator.device), batch["y"].to(accelerator.device)
-            views = [augment_batch(img, step_generator(args.seed, epoch, micro, accelerator.process_index, k))
-                     for k, img in enumerate((x, x, y))]
-            x1, x2, yv = (to_model_input(v, processor) for v in views)
+        batches = iter(epoch_loader(train_source, args, epoch, s, first_micro, micro_per_epoch, accelerator))
+        t0 = time.perf_counter()
+        for batch in batches:
+            micro = batch["micro"]
+            x1, x2, yv = (to_model_input(batch[k].to(accelerator.device), processor) for k in ("x1", "x2", "y"))
             if args.channels_last:
                 x1, x2, yv = (v.contiguous(memory_format=torch.channels_last) for v in (x1, x2, yv))
             t1 = time.perf_counter()
@@ -455,8 +493,9 @@ def main(argv: Optional[list[str]] = None) -> Path:
             if accelerator.device.type == "cuda":
                 torch.cuda.synchronize()
             t2 = time.perf_counter()
-            data_time += t1 - t0
+            data_time += t1 - t0  # waiting for the next batch (rendering + augmentation not hidden by the worker)
             compute_time += t2 - t1
+            t0 = t2
             pairs_seen += args.per_device_batch_size * world
             if not accelerator.sync_gradients:
                 continue
@@ -479,7 +518,8 @@ def main(argv: Optional[list[str]] = None) -> Path:
                 progress.set_postfix(loss=f"{log['loss']:.3f}", S=f"{s:.2f}", pairs_s=f"{log['pairs_per_second']:.0f}")
                 metrics.update({k: log[k] for k in ("pairs_per_second", "data_wait_share")})
                 pairs_seen, data_time, compute_time, window_start = 0, 0.0, 0.0, time.perf_counter()
-            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
+            # (The end of an epoch has its own checkpoint, after validation.)
+            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0 and micro + 1 < micro_per_epoch:
                 save_checkpoint(epoch, micro + 1)
             if global_step >= total_steps:
                 done = True
@@ -487,11 +527,13 @@ def main(argv: Optional[list[str]] = None) -> Path:
         if done and micro + 1 < micro_per_epoch:
             break
         # End of epoch: validate, checkpoint at the start of the next epoch.
+        sync_buffers(model, accelerator)
         metrics.update(validate(model, val_source, args, accelerator, processor, s_max))
         accelerator.log({k: v for k, v in metrics.items() if k.startswith("val_")}, step=global_step)
         accelerator.print(f"epoch {epoch}: S={s:.2f} " + " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("val_")))
         save_checkpoint(epoch + 1, 0)
     progress.close()
+    sync_buffers(model, accelerator)
     if not any(k.startswith("val_") for k in metrics):
         metrics.update(validate(model, val_source, args, accelerator, processor, s_max))
 
@@ -534,6 +576,28 @@ def main(argv: Optional[list[str]] = None) -> Path:
                       f"  change_model = ComFaceForChangeEstimation.from_pretrained('{final_dir.resolve()}')"]
         print("\n" + "\n".join(lines))
     return final_dir
+
+
+def sync_buffers(model: torch.nn.Module, accelerator: Accelerator) -> None:
+    """Copy the main process's buffers (BatchNorm running statistics) to all processes.
+
+    DDP broadcasts buffers at the start of each forward, so after the last training step every process holds
+    statistics of its own last batch; validation and the saved model use the same ones everywhere.
+    """
+    if accelerator.num_processes > 1:
+        for buffer in accelerator.unwrap_model(model).buffers():
+            torch.distributed.broadcast(buffer.data, src=0)
+
+
+def check_process_count(world: int) -> None:
+    """A launcher that started several processes which Accelerate treats as one would train N unsynchronised copies."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and world == 1:
+        raise RuntimeError(
+            f"{launched} processes were launched but Accelerate sees a single process (no GPU here, so --multi_gpu does "
+            "not apply). On CPUs launch with `accelerate launch --cpu --multi_gpu --num_processes N` or set "
+            "ACCELERATE_USE_CPU=true."
+        )
 
 
 def _revert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
