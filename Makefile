@@ -20,7 +20,7 @@ venv: $(BIN)/.installed
 
 # The README's main job: `accelerate launch training/pretrain.py` on the embedded default.
 pretrain: $(BIN)/.installed
-	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no training/pretrain.py
+	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no training/pretrain.py --overwrite_output_dir
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider

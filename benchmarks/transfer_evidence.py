@@ -34,7 +34,7 @@ TASKS = ("synthetic_smile", "synthetic_weight", "synthetic_age")
 MODES = ("linear", "finetune")
 
 
-def verdicts(results: list[dict], comface: str, scratch: str) -> list[str]:
+def verdicts(results: list[dict], comface: str, scratch: str, names: tuple[str, str] = ("ComFace", "scratch")) -> list[str]:
     """One line per task x mode: the winner on MAE (lower), Corr. and Acc. (higher), with the fold means."""
     by_key = {(r["method"], r["task"], r["mode"]): r["aggregate"] for r in results}
     lines = []
@@ -48,18 +48,24 @@ def verdicts(results: list[dict], comface: str, scratch: str) -> list[str]:
                 cm, sm = c[key]["mean"], s[key]["mean"]
                 better = cm < sm if lower else cm > sm
                 wins += bool(better)
-                winner = "tie" if cm == sm else ("ComFace" if better else "scratch")
+                winner = "tie" if cm == sm else (names[0] if better else names[1])
                 parts.append(f"{label} {cm:.3f} vs {sm:.3f} ({winner})")
-            verdict = "ComFace better on all three" if wins == 3 else (
-                "scratch better or equal on all three" if wins == 0 else f"mixed: ComFace better on {wins} of 3")
+            verdict = f"{names[0]} better on all three" if wins == 3 else (
+                f"{names[1]} better or equal on all three" if wins == 0 else f"mixed: {names[0]} better on {wins} of 3")
             lines.append(f"- {task}, {MODE_LABELS[mode]}: {verdict}: " + "; ".join(parts))
     return lines
+
+
+def _run_name(init: str) -> str:
+    return "scratch" if init == "scratch" else ("facecycle" if init.startswith("facecycle:") else "comface")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default="outputs/comface-embedded/model")
     parser.add_argument("--out", default="benchmarks/results/transfer_evidence")
+    parser.add_argument("--facecycle", default=None,
+                        help="a FaceCycle folder (training/pretrain.py --method facecycle) to add as a third init")
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--subjects", type=int, default=40, help="unseen identities per task")
     parser.add_argument("--images_per_subject", type=int, default=12)
@@ -93,6 +99,12 @@ def main() -> None:
         ),
     }
     inits = {"scratch": f"Scratch ({backbone})", args.checkpoint: f"ComFace ({Path(args.checkpoint).name})"}
+    if args.facecycle:
+        facecycle_size = json.loads((Path(args.facecycle) / "config.json").read_text())["image_size"]
+        if int(facecycle_size) != image_size:
+            raise SystemExit(f"The FaceCycle model takes {facecycle_size} px and the ComFace one {image_size} px: "
+                             f"train FaceCycle with --image_size {image_size} so both see the same images.")
+        inits[f"facecycle:{args.facecycle}"] = "FaceCycle"
     # One generator for all tasks (its construction is the slow part of rendering); same corpus seed as pretraining.
     generator = EmbeddedFaceGenerator(image_size=image_size, seed=0)
 
@@ -107,7 +119,7 @@ def main() -> None:
             for mode in MODES:
                 accelerator.print(f"\n=== {task} | {method} | {mode} ===")
                 result = run_protocol(
-                    task, init, mode, data=data, output_dir=str(out / task / f"{'scratch' if init == 'scratch' else 'comface'}-{mode}"),
+                    task, init, mode, data=data, output_dir=str(out / task / f"{_run_name(init)}-{mode}"),
                     folds=args.folds, pairs_per_subject=args.pairs_per_subject, image_size=image_size,
                     backbone=backbone, settings=settings[mode], method=method, accelerator=accelerator,
                 )
@@ -126,6 +138,9 @@ def main() -> None:
     )
     md_path, _ = write_table(results, out / "table", title=title)
     lines = verdicts(results, inits[args.checkpoint], inits["scratch"])
+    if args.facecycle:
+        lines += ["", "ComFace vs FaceCycle (fold means):", ""] + verdicts(
+            results, inits[args.checkpoint], "FaceCycle", names=("ComFace", "FaceCycle"))
     summary = (
         f"# Transfer evidence\n\n{title}; total {elapsed / 60:.1f} min.\n\n"
         + md_path.read_text(encoding="utf-8")

@@ -125,3 +125,46 @@ def test_bad_options_fail_clearly_and_overwrite_nothing(tmp_path):
     assert (not_a_checkpoint / "keep.txt").read_text() == "data" and not (tmp_path / "y" / "model").exists()
     result = run(TINY + ["--output_dir", str(tmp_path / "z"), "--alpha_step", "5"], check=False)
     assert result.returncode != 0 and "grid step" in result.stderr
+
+
+def test_facecycle_pretrains_through_the_same_trainer(tmp_path):
+    out = tmp_path / "facecycle"
+    result = run(["--method", "facecycle", "--image_size", "32", "--facecycle_base_channels", "4",
+                  "--num_identities", "20", "--attributes", "smile", "--global_batch_size", "8",
+                  "--samples_per_epoch", "16", "--num_epochs", "1", "--validation_pairs", "8", "--report_to", "none",
+                  "--output_dir", str(out)])
+    assert "FaceCycleModel.from_pretrained" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val_reconstruction_l1"] > 0 and metrics["history"]
+
+    from comface_hf import FaceCycleModel
+    from comface_hf.transfer import build_change_model
+
+    model = FaceCycleModel.from_pretrained(out / "model")
+    assert model.config.image_size == 32
+    spec = build_change_model(str(out / "model"), "linear", None, "resnet18", False)
+    assert type(spec.model).__name__ == "FaceCycleForChangeEstimation" and spec.image_std == [0.5, 0.5, 0.5]
+
+
+def test_a_second_run_over_checkpoints_needs_resume_or_overwrite(tmp_path):
+    out = tmp_path / "again"
+    args = TINY + ["--output_dir", str(out), "--num_epochs", "1"]
+    run(args)
+    before = sorted(p.name for p in out.iterdir())
+    result = run(args, check=False)
+    assert result.returncode != 0 and "--resume_from_checkpoint latest" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == before
+    run(args + ["--overwrite_output_dir"])
+
+
+def test_pretraining_on_a_built_corpus(tmp_path):
+    out = tmp_path / "corpus-run"
+    result = run(["--data_source", "corpus", "--corpus_config", "tiny", "--corpus_cache_dir", str(tmp_path / "cache"),
+                  "--backbone", "test_resnet", "--image_size", "32", "--projection_hidden_size", "32",
+                  "--global_batch_size", "16", "--num_epochs", "2", "--validation_pairs", "32", "--report_to", "none",
+                  "--output_dir", str(out), "--debug_dump_dir", str(tmp_path / "dump")])
+    assert "ComFaceModel.from_pretrained" in result.stdout
+    dump = json.loads((tmp_path / "dump" / "rank0.json").read_text())
+    identities, alpha_x, alpha_y = dump["pairs"][0]
+    assert len(identities) == 16 and all(a != b for a, b in zip(alpha_x, alpha_y))
+    assert 0 < json.loads((out / "metrics.json").read_text())["global_step"]

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from comface_hf import ComFaceConfig, ComFaceImageProcessor, ComFaceModel, FaceCycleConfig, FaceCycleModel  # noqa: E402
 from comface_hf.augment import augment_batch, step_generator  # noqa: E402
 from comface_hf.pairs import CorpusPairSampler, Curriculum, StreamingPairSampler, split_identities  # noqa: E402
-from training.checkpointing import atomic_directory, find_checkpoint, prune_checkpoints  # noqa: E402
+from training.checkpointing import atomic_directory, find_checkpoint, list_checkpoints, prune_checkpoints  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -49,7 +49,8 @@ class PretrainArguments:
     preset: str = field(default="embedded", metadata={"help": "embedded (default, CPU minutes) or paper."})
     method: str = field(default="comface", metadata={"help": "comface, or facecycle (the baseline, same pipeline)."})
     config_file: Optional[str] = field(default=None, metadata={"help": "JSON file of arguments; CLI flags win."})
-    output_dir: Optional[str] = field(default=None, metadata={"help": "Default: outputs/comface-<preset>."})
+    output_dir: Optional[str] = field(default=None, metadata={"help": "Default: outputs/<method>-<preset>."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Start afresh over an earlier run's checkpoints."})
     # data
     data_source: str = field(default="stream", metadata={"help": "stream (render pairs on the device) or corpus."})
     corpus_config: str = field(default="small", metadata={"help": "comface_synthetic configuration (data_source=corpus)."})
@@ -97,14 +98,25 @@ class PretrainArguments:
     debug_dump_dir: Optional[str] = field(default=None, metadata={"help": "Tests: per-process pairs and weights."})
 
 
+# The embedded generator's attributes whose +-5 edit changes the mean pixel value by at least ~0.9% at 64 px (mean
+# |render(alpha=+-5) - render(0)| over 16 identities). At 64 px and a few hundred CPU steps the other 28 (smile,
+# lipstick, earrings...) change a handful of pixels each; with them the default does not reach a useful model in
+# minutes. `--attributes all` (the paper preset) uses all 43.
+EMBEDDED_ATTRIBUTES = (
+    "weight,age,Chubby,Gray_Hair,Bald,Young,Pale_Skin,Blond_Hair,Black_Hair,Brown_Hair,Blurry,Wearing_Hat,Bangs,"
+    "Male,Oval_Face"
+)
+
 PRESETS: dict[str, dict] = {
-    # A fresh 2-core CPU: a small backbone at 64 px on streamed pairs, validated and saved within minutes.
-    "embedded": {},
+    # A fresh 2-core CPU: ResNet18 at 64 px on pairs streamed from the embedded generator, 6 short epochs of 2048
+    # pairs (curriculum S = 10, 5, 3.3, 2.5 scaled to them), validated and saved within minutes.
+    "embedded": {"attributes": EMBEDDED_ATTRIBUTES, "num_epochs": 6, "samples_per_epoch": 2048},
     # Sec. 4.1: ResNet50, 224 px, 250k identities (90/10), 43 attributes, alpha -5..5 step 0.1, 35 M images,
     # 12 epochs, batch 1024, Adam 4e-4 halved at epoch 10, curriculum S_max = 10, e = (3, 6, 9, 12).
     "paper": {
         "backbone": "resnet50",
         "image_size": 224,
+        "attributes": "all",
         "num_identities": 250_000,
         "samples_per_epoch": 31_500_000,
         "num_epochs": 12,
@@ -158,6 +170,8 @@ def _explicit_flags(argv: list[str]) -> set[str]:
 class StreamingPairs:
     """Renders each micro-batch's pairs on the training device: storage never bounds the scale."""
 
+    max_pairs = float("inf")
+
     def __init__(self, args: PretrainArguments, device: torch.device, identities: np.ndarray):
         from comface_hf.synthesis import alpha_grid, get_generator
 
@@ -188,6 +202,7 @@ class CorpusPairs:
         self.identity = np.asarray(dataset["identity"])
         self.attribute = _attribute_codes(dataset)
         self._epoch, self._pairs = None, None
+        self.max_pairs = self.sampler.num_rows
 
     def pairs(self, epoch: int, s: float) -> np.ndarray:
         if self._epoch != epoch:
@@ -229,6 +244,12 @@ def build_data(args: PretrainArguments, accelerator: Accelerator):
     from dataset_builders.comface_synthetic import ComFaceSynthetic
 
     builder = ComFaceSynthetic(config_name=args.corpus_config, cache_dir=args.corpus_cache_dir)
+    if builder.config.image_size != args.image_size:
+        raise ValueError(
+            f"The corpus configuration {args.corpus_config!r} holds {builder.config.image_size} px images but "
+            f"--image_size is {args.image_size}: pass --image_size {builder.config.image_size} (or build the corpus at "
+            f"{args.image_size} px)."
+        )
     with accelerator.main_process_first():  # one process builds, the others read the finished (atomic) build
         builder.download_and_prepare()
     train, val = builder.as_dataset("train"), builder.as_dataset("validation")
@@ -299,8 +320,9 @@ def validate(model, val_source, args, accelerator, processor, s_max: float) -> d
     rank, world = accelerator.process_index, accelerator.num_processes
     chunk = max(1, args.per_device_batch_size)
     d_all, t_all, z1_all, z2_all = [], [], [], []
-    for start in range(rank * chunk, args.validation_pairs, world * chunk):
-        count = min(chunk, args.validation_pairs - start)
+    num_pairs = int(min(args.validation_pairs, val_source.max_pairs))
+    for start in range(rank * chunk, num_pairs, world * chunk):
+        count = min(chunk, num_pairs - start)
         batch = val_source.batch(epoch=0, start=start, count=count, s=s_max)  # epoch 0: the fixed validation pairs
         x, y = batch["x"].to(accelerator.device), batch["y"].to(accelerator.device)
         x1 = augment_batch(x, step_generator(args.seed, -1, start, 0, 0))
@@ -329,8 +351,9 @@ def validate_facecycle(model, val_source, args, accelerator, processor, s_max: f
     rank, world = accelerator.process_index, accelerator.num_processes
     chunk = max(1, args.per_device_batch_size)
     losses, errors = [], []
-    for start in range(rank * chunk, args.validation_pairs, world * chunk):
-        batch = val_source.batch(epoch=0, start=start, count=min(chunk, args.validation_pairs - start), s=s_max)
+    num_pairs = int(min(args.validation_pairs, val_source.max_pairs))
+    for start in range(rank * chunk, num_pairs, world * chunk):
+        batch = val_source.batch(epoch=0, start=start, count=min(chunk, num_pairs - start), s=s_max)
         x = to_model_input(batch["x"].to(accelerator.device), processor)
         y = to_model_input(batch["y"].to(accelerator.device), processor)
         with accelerator.autocast():
@@ -373,6 +396,17 @@ def main(argv: Optional[list[str]] = None) -> Path:
     resume_dir = None
     if args.resume_from_checkpoint:
         resume_dir = find_checkpoint(output_dir, args.resume_from_checkpoint)  # clear error, nothing overwritten
+    elif list_checkpoints(output_dir):
+        if not args.overwrite_output_dir:
+            raise FileExistsError(
+                f"{output_dir} holds checkpoints of an earlier run. Continue it with --resume_from_checkpoint latest, "
+                "start afresh with --overwrite_output_dir, or choose another --output_dir."
+            )
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            for old in list_checkpoints(output_dir):
+                shutil.rmtree(old)
+        accelerator.wait_for_everyone()
 
     # Data
     train_source, val_source, samples_per_epoch = build_data(args, accelerator)
