@@ -282,7 +282,68 @@ class ComFaceModel(ComFacePreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-class ComFaceForChangeEstimation(ComFacePreTrainedModel):
+class ChangeEstimationMixin:
+    """Change estimation over `self.backbone` (f: images -> [N, F]) and `self.difference_head` (l), shared by every
+    initialisation (ComFace, timm weights, FaceCycle) so that all methods are compared with one head and one loss.
+
+    The class using it provides `check_pixel_values(pixel_values, name)` and a config with `initializer_range`,
+    `freeze_backbone` and (optionally) `symmetric_change`.
+    """
+
+    def prepare_linear_evaluation(self):
+        """Linear evaluation (Sec. 4.2): freeze f (weights and BatchNorm statistics), re-initialise l."""
+        self.config.freeze_backbone = True
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+        # torch.nn.init directly: a head loaded from a checkpoint must really be re-drawn.
+        nn.init.normal_(self.difference_head.linear.weight, std=self.config.initializer_range)
+        nn.init.zeros_(self.difference_head.linear.bias)
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if getattr(self.config, "freeze_backbone", False):  # a frozen f keeps its BatchNorm statistics
+            self.backbone.eval()
+        return self
+
+    def forward(
+        self,
+        pixel_values_x: torch.Tensor,
+        pixel_values_y: torch.Tensor,
+        labels: Optional[torch.Tensor] = None,
+        return_dict: Optional[bool] = None,
+    ) -> ChangeEstimationOutput | tuple:
+        r"""
+        Args:
+            pixel_values_x: `[N, C, S, S]` the earlier (reference) image of each pair.
+            pixel_values_y: `[N, C, S, S]` the later image of the same person.
+            labels: `[N]` signed change value_y - value_x.
+
+        Returns:
+            `ChangeEstimationOutput` with `change` `[N]` and features `[N, F]`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self.check_pixel_values(pixel_values_x, "pixel_values_x")
+        self.check_pixel_values(pixel_values_y, "pixel_values_y")
+        _check_same_batch(pixel_values_x, pixel_values_y)
+        h_x, h_y = self.backbone(torch.cat([pixel_values_x, pixel_values_y])).chunk(2)
+        change = self.difference_head(h_y - h_x)
+        if getattr(self.config, "symmetric_change", False):
+            # l(ReLU(a)) - l(ReLU(-a)) = w.a: swapping x and y flips the sign exactly.
+            change = 0.5 * (change - self.difference_head(h_x - h_y))
+        loss = None
+        if labels is not None:
+            labels = labels.reshape(-1)
+            if labels.numel() != change.numel():
+                raise ValueError(f"`labels` has {labels.numel()} values for {change.numel()} pairs.")
+            if not torch.isfinite(labels).all():
+                raise ValueError("`labels` contains NaN or infinite values; drop or fix those pairs.")
+            loss = F.mse_loss(change.float(), labels.to(change.device).float())
+        output = ChangeEstimationOutput(loss=loss, change=change, features_x=h_x, features_y=h_y)
+        return output if return_dict else output.to_tuple()
+
+
+class ComFaceForChangeEstimation(ChangeEstimationMixin, ComFacePreTrainedModel):
     """Downstream model (Sec. 3.4): f and l predict the signed change value_y - value_x, trained with MSE.
 
     Load it from a ComFace pretraining folder with `from_pretrained` (f and l transfer, g is dropped), build it from
@@ -322,56 +383,6 @@ class ComFaceForChangeEstimation(ComFacePreTrainedModel):
             )
         return model
 
-    def prepare_linear_evaluation(self) -> "ComFaceForChangeEstimation":
-        """Linear evaluation (Sec. 4.2): freeze f (weights and BatchNorm statistics), re-initialise l."""
-        self.config.freeze_backbone = True
-        self.backbone.requires_grad_(False)
-        self.backbone.eval()
-        self._init_weights(self.difference_head)
-        return self
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.config.freeze_backbone:  # a frozen f keeps its BatchNorm statistics
-            self.backbone.eval()
-        return self
-
-    def forward(
-        self,
-        pixel_values_x: torch.Tensor,
-        pixel_values_y: torch.Tensor,
-        labels: Optional[torch.Tensor] = None,
-        return_dict: Optional[bool] = None,
-    ) -> ChangeEstimationOutput | tuple:
-        r"""
-        Args:
-            pixel_values_x: `[N, C, S, S]` the earlier (reference) image of each pair.
-            pixel_values_y: `[N, C, S, S]` the later image of the same person.
-            labels: `[N]` signed change value_y - value_x.
-
-        Returns:
-            `ChangeEstimationOutput` with `change` `[N]`.
-        """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        self.check_pixel_values(pixel_values_x, "pixel_values_x")
-        self.check_pixel_values(pixel_values_y, "pixel_values_y")
-        _check_same_batch(pixel_values_x, pixel_values_y)
-        h_x, h_y = self.backbone(torch.cat([pixel_values_x, pixel_values_y])).chunk(2)
-        change = self.difference_head(h_y - h_x)
-        if self.config.symmetric_change:
-            # l(ReLU(a)) - l(ReLU(-a)) = w.a: swapping x and y flips the sign exactly.
-            change = 0.5 * (change - self.difference_head(h_x - h_y))
-        loss = None
-        if labels is not None:
-            labels = labels.reshape(-1)
-            if labels.numel() != change.numel():
-                raise ValueError(f"`labels` has {labels.numel()} values for {change.numel()} pairs.")
-            if not torch.isfinite(labels).all():
-                raise ValueError("`labels` contains NaN or infinite values; drop or fix those pairs.")
-            loss = F.mse_loss(change.float(), labels.to(change.device).float())
-        output = ChangeEstimationOutput(loss=loss, change=change, features_x=h_x, features_y=h_y)
-        return output if return_dict else output.to_tuple()
-
 
 def _check_same_batch(*tensors: torch.Tensor, names: Optional[list[str]] = None) -> None:
     sizes = [t.shape[0] for t in tensors]
@@ -382,6 +393,7 @@ def _check_same_batch(*tensors: torch.Tensor, names: Optional[list[str]] = None)
 
 
 __all__ = [
+    "ChangeEstimationMixin",
     "ChangeEstimationOutput",
     "ComFaceForChangeEstimation",
     "ComFaceModel",

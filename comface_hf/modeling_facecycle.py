@@ -618,10 +618,10 @@ __all__ = ["FaceCycleModel", "FaceCyclePreTrainedModel", "FaceCycleOutput"]
 # Change estimation (transfer learning with the expression encoder as f)
 # --------------------------------------------------------------------------------------------------------------------
 
-from .modeling_comface import ChangeEstimationOutput, DifferenceHead  # noqa: E402  (appended section; no cycle)
+from .modeling_comface import ChangeEstimationMixin, DifferenceHead  # noqa: E402  (appended section; no cycle)
 
 
-class FaceCycleForChangeEstimation(FaceCyclePreTrainedModel):
+class FaceCycleForChangeEstimation(ChangeEstimationMixin, FaceCyclePreTrainedModel):
     r"""FaceCycle's expression encoder as the backbone f of ComFace's change estimation (Sec. 3.4 protocol).
 
     f = `FaceCycleCodeEncoder` (E_exp: [B, C, S, S] -> [B, expression_dim]); l = the same `DifferenceHead` as
@@ -653,61 +653,8 @@ class FaceCycleForChangeEstimation(FaceCyclePreTrainedModel):
         model.backbone.load_state_dict(pretrained.expression_encoder_module.state_dict())
         return model
 
-    def _reset_difference_head(self) -> None:
-        # torch.nn.init, not transformers' helpers: those skip parameters flagged as loaded from a checkpoint.
-        nn.init.normal_(self.difference_head.linear.weight, std=self.config.initializer_range)
-        nn.init.zeros_(self.difference_head.linear.bias)
-
-    def prepare_linear_evaluation(self) -> "FaceCycleForChangeEstimation":
-        """Linear evaluation (Sec. 4.2): freeze f, re-initialise l."""
-        self.config.freeze_backbone = True
-        self.backbone.requires_grad_(False)
-        self.backbone.eval()
-        self._reset_difference_head()
-        return self
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if getattr(self.config, "freeze_backbone", False):
-            self.backbone.eval()  # a frozen f stays in inference mode (no BatchNorm/dropout today, but future-proof)
-        return self
-
-    def forward(
-        self,
-        pixel_values_x: torch.Tensor,
-        pixel_values_y: torch.Tensor,
-        labels: Optional[torch.Tensor] = None,
-        return_dict: Optional[bool] = None,
-    ) -> ChangeEstimationOutput | tuple:
-        r"""
-        Args:
-            pixel_values_x: `[N, C, S, S]` the earlier (reference) image of each pair.
-            pixel_values_y: `[N, C, S, S]` the later image of the same person.
-            labels: `[N]` signed change value_y - value_x.
-
-        Returns:
-            `ChangeEstimationOutput` with `change` `[N]` and `features_x`/`features_y` `[N, expression_dim]`.
-        """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        FaceCycleModel._check_pixel_values(self, pixel_values_x, "pixel_values_x")
-        FaceCycleModel._check_pixel_values(self, pixel_values_y, "pixel_values_y")
-        if pixel_values_x.shape[0] != pixel_values_y.shape[0]:
-            raise ValueError(
-                f"Batch sizes differ (pixel_values_x={pixel_values_x.shape[0]}, pixel_values_y="
-                f"{pixel_values_y.shape[0]}): every x needs its y; pass pairs of equal length."
-            )
-        h_x, h_y = self.backbone(torch.cat([pixel_values_x, pixel_values_y])).chunk(2)
-        change = self.difference_head(h_y - h_x)
-        loss = None
-        if labels is not None:
-            labels = labels.reshape(-1)
-            if labels.numel() != change.numel():
-                raise ValueError(f"`labels` has {labels.numel()} values for {change.numel()} pairs.")
-            if not torch.isfinite(labels).all():
-                raise ValueError("`labels` contains NaN or infinite values; drop or fix those pairs.")
-            loss = F.mse_loss(change.float(), labels.to(change.device).float())
-        output = ChangeEstimationOutput(loss=loss, change=change, features_x=h_x, features_y=h_y)
-        return output if return_dict else output.to_tuple()
+    def check_pixel_values(self, pixel_values: torch.Tensor, name: str = "pixel_values") -> None:
+        FaceCycleModel._check_pixel_values(self, pixel_values, name)
 
 
 __all__ = __all__ + ["FaceCycleForChangeEstimation"]
