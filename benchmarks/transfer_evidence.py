@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--subjects", type=int, default=40, help="unseen identities per task")
     parser.add_argument("--images_per_subject", type=int, default=12)
+    parser.add_argument("--nuisance", type=float, default=1.0,
+                        help="capture variation between a subject's images (brightness/contrast +-15%% and shifts up "
+                             "to 4%% of the side at 1.0; 0: identical capture conditions)")
     parser.add_argument("--pairs_per_subject", type=int, default=6)
     # Chosen once, before any ComFace run, from a scratch-only check that training moves the loss at all; the same
     # settings serve both inits. Linear evaluation trains l on cached features, so many epochs cost seconds.
@@ -112,7 +115,8 @@ def main() -> None:
     for task in args.tasks.split(","):
         data = load_task_dataset(
             task, image_size=image_size, synthetic_subjects=args.subjects,
-            synthetic_images_per_subject=args.images_per_subject, synthetic_generator=generator,
+            synthetic_images_per_subject=args.images_per_subject, synthetic_nuisance=args.nuisance,
+            synthetic_generator=generator,
         )
         series = []
         for init, method in inits.items():
@@ -132,7 +136,7 @@ def main() -> None:
 
     title = (
         f"Synthetic downstream tasks, {args.folds}-fold subject-disjoint CV, {args.subjects} unseen identities x "
-        f"{args.images_per_subject} images, {args.pairs_per_subject} pairs/subject; linear: {args.linear_epochs} epochs "
+        f"{args.images_per_subject} images, nuisance {args.nuisance:g}, {args.pairs_per_subject} pairs/subject; linear: {args.linear_epochs} epochs "
         f"lr {args.linear_lr:g}; fine-tuning: {args.finetune_epochs} epochs lr {args.finetune_lr:g}; Adam, batch "
         f"{args.batch_size} pairs; {backbone} at {image_size} px"
     )

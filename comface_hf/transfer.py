@@ -125,6 +125,7 @@ def load_task_dataset(
     data_seed: int = 0,
     synthetic_subjects: int = 40,
     synthetic_images_per_subject: int = 12,
+    synthetic_nuisance: float = 1.0,
     max_frames_per_subject: Optional[int] = None,
     synthetic_generator: Any = None,
 ) -> TaskData:
@@ -154,6 +155,7 @@ def load_task_dataset(
             images_per_subject=synthetic_images_per_subject,
             image_size=image_size,
             seed=data_seed,
+            nuisance=synthetic_nuisance,
             generator=synthetic_generator,
         )
         return TaskData(task, dataset, None)

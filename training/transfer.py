@@ -57,6 +57,7 @@ class TransferArguments:
     seed: int = field(default=0, metadata={"help": "Training seed (scratch weights, head init, batch order)."})
     synthetic_subjects: int = 40
     synthetic_images_per_subject: int = 12
+    synthetic_nuisance: float = 1.0  # per-image brightness/contrast/shift between captures (0: identical capture)
     max_frames_per_subject: Optional[int] = field(default=None, metadata={"help": "DISFA: subsample frames."})
     num_workers: int = 0
 
@@ -77,7 +78,8 @@ def main() -> None:
     data_kwargs = {"cache_dir": args.cache_dir}
     if args.task.startswith("synthetic_"):
         data_kwargs.update(
-            synthetic_subjects=args.synthetic_subjects, synthetic_images_per_subject=args.synthetic_images_per_subject
+            synthetic_subjects=args.synthetic_subjects, synthetic_images_per_subject=args.synthetic_images_per_subject,
+            synthetic_nuisance=args.synthetic_nuisance,
         )
     if args.task.startswith("disfa_"):
         data_kwargs["max_frames_per_subject"] = args.max_frames_per_subject

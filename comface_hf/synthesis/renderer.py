@@ -18,6 +18,7 @@ alpha)`` gives the same pixels in any batch, batch position or process.
 from __future__ import annotations
 
 import math
+import os
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -157,6 +158,50 @@ def _blend(img: torch.Tensor, a: torch.Tensor, col: torch.Tensor) -> torch.Tenso
     return img + a.unsqueeze(1) * (col - img)
 
 
+def _rows(a: torch.Tensor) -> Optional[slice]:
+    """Row slice of ``a [B,H,W]`` outside which ``a`` is exactly zero in every image (``None``: zero everywhere).
+
+    Updating only those rows is bit-identical: where the weight is 0, ``img + 0 * (col - img)``
+    and ``img * (1 +- 0)`` leave ``img`` unchanged.  On CPU the (cheap) check pays for itself; on
+    other devices it would force a host sync, so the full height is used there.
+    """
+    if a.device.type != "cpu" or a.shape[-2] == 1:
+        return slice(None)
+    idx = a.ne(0).any(-1).any(0).nonzero()
+    if idx.numel() == 0:
+        return None
+    return slice(int(idx[0]), int(idx[-1]) + 1)
+
+
+def _blend_(img: torch.Tensor, a: torch.Tensor, col) -> torch.Tensor:
+    """In-place :func:`_blend` restricted to the rows where ``a`` is non-zero (same values, bit for bit).
+
+    ``col`` is a tensor (``[B,3,1,1]`` or ``[B,3,H,W]``) or a function of a row slice returning it.
+    """
+    sl = _rows(a)
+    if sl is None:
+        return img
+    im = img[:, :, sl]
+    if callable(col):
+        c = col(sl)
+    else:
+        c = col[:, :, sl] if col.shape[-2] != 1 else col
+    t = c - im
+    t.mul_(a[:, sl].unsqueeze(1))
+    im.add_(t)
+    return img
+
+
+def _scale_(img: torch.Tensor, m: torch.Tensor, sign: float) -> torch.Tensor:
+    """In-place ``img <- img * (1 + m)`` (``sign`` +1) or ``img * (1 - m)`` (-1), ``m [B,H,W]``, on its non-zero rows."""
+    sl = _rows(m)
+    if sl is None:
+        return img
+    f = (1.0 + m[:, sl]) if sign > 0 else (1.0 - m[:, sl])
+    img[:, :, sl].mul_(f.unsqueeze(1))
+    return img
+
+
 def _rgb(*c: float) -> torch.Tensor:
     return torch.tensor(c, dtype=torch.float32)
 
@@ -188,6 +233,12 @@ def _lerp_col(c: torch.Tensor, target: torch.Tensor, a: torch.Tensor) -> torch.T
 # ----------------------------------------------------------------------------------------
 # Rendering
 # ----------------------------------------------------------------------------------------
+#: Pixels (images x height x width) per CPU work chunk in :func:`render_params`: keeps every
+#: temporary around 0.5 MB so the allocator reuses cache-warm memory instead of mapping fresh
+#: pages for each op (which halved the throughput).  Results do not depend on it.
+CPU_CHUNK_PIXELS = int(os.environ.get("COMFACE_RENDER_CHUNK_PIXELS", 1 << 17))
+
+
 def render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     """Render faces from (edited) parameters.
 
@@ -198,6 +249,17 @@ def render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     Returns:
         ``FloatTensor[B, 3, size, size]`` in ``[0, 1]`` (not yet quantised).
     """
+    B = params.shape[0]
+    chunk = max(1, CPU_CHUNK_PIXELS // (size * size))
+    if params.device.type != "cpu" or B <= chunk:
+        return _render_params(params, size)
+    out = params.new_empty(B, 3, size, size)
+    for i in range(0, B, chunk):
+        out[i:i + chunk] = _render_params(params[i:i + chunk], size)
+    return out
+
+
+def _render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     dev = params.device
     B = params.shape[0]
     P = {n: params[:, i] for n, i in _PINDEX.items()}
@@ -274,29 +336,29 @@ def render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     back_cov = _cov(d_back, ew) * (1.0 - 0.85 * S("bald").clamp(0.0, 1.0) * (v < fy).float())
     strands = _psin(u * 45.0 + S("wavy") * 3.0 * _psin(v * 22.0) + S("tex0")) * 0.6 + 0.4 * _psin(u * 97.0 + v * 11.0 + S("tex1"))
     hair_tex = (0.85 + 0.07 * strands * detail - 0.25 * relu(v - fy) * 0.5).unsqueeze(1)
-    img = _blend(img, back_cov * 0.97, C(hair) * hair_tex * 0.8)
+    img = _blend_(img, back_cov * 0.97, lambda sl: C(hair) * hair_tex[:, :, sl] * 0.8)
 
     # ---------------- shoulders, clothes, neck -------------------------------------
     d_sh = _ellipse_sdf(u, v - 1.22, 0.95, 0.5)
     sh_cov = _cov(d_sh, ew)
-    img = _blend(img, sh_cov, C(cloth) * (1.0 - 0.25 * (v - 0.8)).clamp(0.6, 1.1).unsqueeze(1))
+    img = _blend_(img, sh_cov, lambda sl: C(cloth) * (1.0 - 0.25 * (v[:, sl] - 0.8)).clamp(0.6, 1.1).unsqueeze(1))
     nw = S("neck_w")
     d_neck = torch.maximum(ua - nw - 0.02 * relu(v - 0.7), (v - 0.1).neg())
     collar = S("collar")
     # Neckline: a V/round opening in the clothes whose depth the Necklace direction moves.
     d_neck = torch.maximum(d_neck, v - (collar + 0.25 - 0.5 * ua))
     neck_shade = 0.72 + 0.12 * (v - 0.3)
-    img = _blend(img, _cov(d_neck, ew), C(skin) * neck_shade.clamp(0.6, 0.95).unsqueeze(1))
+    img = _blend_(img, _cov(d_neck, ew), lambda sl: C(skin) * neck_shade[:, sl].clamp(0.6, 0.95).unsqueeze(1))
     # Necklace: a thin beaded arc on the chest.
     nl = S("necklace").clamp(0.0, 1.0)
     arc = (torch.sqrt(u * u / 0.05 + (v - 0.2).clamp(min=0.0) ** 2) - (collar + 0.05)).abs() - 0.012
     beads = 0.75 + 0.25 * _psin(u * 160.0)
-    img = _blend(img, _cov(arc, ew) * nl * (v > 0.2).float(), C(_rgb(0.95, 0.82, 0.45)) * beads.unsqueeze(1))
+    img = _blend_(img, _cov(arc, ew) * nl * (v > 0.2).float(), lambda sl: C(_rgb(0.95, 0.82, 0.45)) * beads[:, sl].unsqueeze(1))
     # Necktie: knot + blade below the collar.
     nt = S("necktie").clamp(0.0, 1.0)
     tie_top = collar + 0.17
     d_tie = torch.maximum(ua - (0.03 + 0.07 * (v - tie_top).clamp(0.0, 0.4)), tie_top - v)
-    img = _blend(img, _cov(d_tie, ew) * nt, C(_hue_rgb(P["hat_hue"], 0.8, torch.full_like(P["hat_hue"], 0.55))))
+    img = _blend_(img, _cov(d_tie, ew) * nt, C(_hue_rgb(P["hat_hue"], 0.8, torch.full_like(P["hat_hue"], 0.55))))
 
     # ---------------- ears + earrings ----------------------------------------------
     ear_s = S("ear_size")
@@ -304,10 +366,10 @@ def render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     ex = ua - (fw * 0.98 + 0.02)
     d_ear = _ellipse_sdf(ex, v - (ey + 0.08), 0.055, ear_s)
     ear_sh = 0.82 + 0.15 * _bump(ex + 0.01, v - (ey + 0.08), 0.05, ear_s)
-    img = _blend(img, _cov(d_ear, ew), C(skin) * ear_sh.unsqueeze(1))
+    img = _blend_(img, _cov(d_ear, ew), lambda sl: C(skin) * ear_sh[:, sl].unsqueeze(1))
     er = S("earrings").clamp(0.0, 1.0)
     d_ring = _ellipse_sdf(ex, v - (ey + 0.08 + ear_s + 0.025), 0.018, 0.018)
-    img = _blend(img, _cov(d_ring, ew) * er, C(_rgb(0.98, 0.85, 0.4)))
+    img = _blend_(img, _cov(d_ring, ew) * er, C(_rgb(0.98, 0.85, 0.4)))
 
     # ---------------- face shape -----------------------------------------------------
     yy = (v - fy) / fh
@@ -378,16 +440,16 @@ def render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     stub = S("stubble")
     grain = 0.75 + 0.25 * _psin(u * 150.0 + _psin(v * 90.0) * 2.0)
     face_col = face_col * (1.0 - (0.28 * stub * beard_area * grain).unsqueeze(1))
-    img = _blend(img, face_col.new_ones(1) * face_cov, face_col)
+    img = _blend_(img, face_cov, face_col)
 
     # Facial hair (signed: negative values lighten the region instead of adding hair).
     def facial_hair(img: torch.Tensor, amount: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
         a = amount.clamp(0.0, 1.0) * region * face_cov
-        hair_shade = (0.8 + 0.2 * grain) * (0.9 + 0.15 * _psin(u * 90.0 + v * 40.0))
-        img = _blend(img, 0.92 * a, C(hair) * hair_shade.unsqueeze(1))
+        img = _blend_(img, 0.92 * a, lambda sl: C(hair) * hair_shade[:, sl].unsqueeze(1))
         light = 0.15 * relu(-amount) * region * face_cov
-        return img * (1.0 + light.unsqueeze(1))
+        return _scale_(img, light, 1.0)
 
+    hair_shade = (0.8 + 0.2 * grain) * (0.9 + 0.15 * _psin(u * 90.0 + v * 40.0))
     beard_region = _smooth01((v - beard_y - 0.02) / 0.04)
     img = facial_hair(img, S("beard"), beard_region)
     d_sb = torch.maximum(torch.maximum(fw * 0.8 - ua, v - (ey + 0.22)), (ey - 0.02) - v)
@@ -409,19 +471,19 @@ def render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     gaze = S("gaze")
     ix = ex - gaze * 0.4
     ir = torch.sqrt(ix * ix + eyl * eyl)
-    iris_col = C(iris) * (0.65 + 0.55 * ir.clamp(max=1.0)).unsqueeze(1)
-    img = _blend(img, eye_cov, C(_rgb(0.93, 0.9, 0.87)) * (0.8 + 0.2 * ex2.clamp(0.0, 1.0)).unsqueeze(1))
-    img = _blend(img, eye_cov * _cov((ir - 0.42) * ew_, ew), iris_col)
-    img = _blend(img, eye_cov * _cov((ir - 0.17) * ew_, ew), C(_rgb(0.03, 0.02, 0.02)))
+
+    img = _blend_(img, eye_cov, lambda sl: C(_rgb(0.93, 0.9, 0.87)) * (0.8 + 0.2 * ex2[:, sl].clamp(0.0, 1.0)).unsqueeze(1))
+    img = _blend_(img, eye_cov * _cov((ir - 0.42) * ew_, ew), lambda sl: C(iris) * (0.65 + 0.55 * ir[:, sl].clamp(max=1.0)).unsqueeze(1))
+    img = _blend_(img, eye_cov * _cov((ir - 0.17) * ew_, ew), C(_rgb(0.03, 0.02, 0.02)))
     hl = _bump(ix + 0.15, eyl + 0.15, 0.12, 0.12)
-    img = _blend(img, eye_cov * hl, C(_rgb(1.0, 1.0, 1.0)))
+    img = _blend_(img, eye_cov * hl, C(_rgb(1.0, 1.0, 1.0)))
     # Upper lid line + lashes, lid crease and eye shadow (Heavy_Makeup, signed).
     lid = _cov(((eyl - y_up).abs() * ew_ - 0.008 - 0.004 * relu(S("makeup"))), ew) * (ex.abs() < 1.08).float()
-    img = _blend(img, lid * 0.85, C(_rgb(0.08, 0.05, 0.05)))
+    img = _blend_(img, lid * 0.85, C(_rgb(0.08, 0.05, 0.05)))
     shadow_zone = _bump(ex, eyl - y_up + 0.45, 1.1, 0.45) * (1.0 - eye_cov)
     mk = S("makeup")
-    img = _blend(img, (relu(mk) * 0.55 * shadow_zone), C(_rgb(0.35, 0.2, 0.35)))
-    img = img * (1.0 + (0.12 * relu(-mk) * shadow_zone).unsqueeze(1))
+    img = _blend_(img, (relu(mk) * 0.55 * shadow_zone), C(_rgb(0.35, 0.2, 0.35)))
+    img = _scale_(img, 0.12 * relu(-mk) * shadow_zone, 1.0)
 
     # ---------------- eyebrows ---------------------------------------------------------
     bx = (ua - S("eye_sep") - 0.01) / (ew_ * 1.35)
@@ -429,7 +491,7 @@ def render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     th = S("brow_thick") * (1.0 - 0.45 * relu(bx))
     d_brow = torch.maximum((v - by).abs() - th, (bx.abs() - 1.0) * ew_)
     brow_tex = 0.85 + 0.15 * _psin(ua * 220.0 + v * 60.0)
-    img = _blend(img, _cov(d_brow, ew) * face_cov * 0.95, C(brow_col) * brow_tex.unsqueeze(1))
+    img = _blend_(img, _cov(d_brow, ew) * face_cov * 0.95, lambda sl: C(brow_col) * brow_tex[:, sl].unsqueeze(1))
 
     # ---------------- nose --------------------------------------------------------------
     ns = S("nose_scale")
@@ -439,17 +501,17 @@ def render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     # Bridge: side shadows along the nose, and a highlight on the ridge.
     along = _smooth01((v - ey) / 0.06) * _smooth01((tip_y - v) / 0.04 + 1.0)
     side = _bump(ua - nwid * 0.75, 0.0, 0.025, 1.0)
-    img = img * (1.0 - (0.12 * side * along).unsqueeze(1))
+    img = _scale_(img, 0.12 * side * along, -1.0)
     ridge = _bump(uf + 0.01 * lx, 0.0, 0.018 * (1.0 - 0.4 * npt), 1.0) * along
-    img = img * (1.0 + ((0.06 + 0.1 * npt) * ridge).unsqueeze(1))
+    img = _scale_(img, (0.06 + 0.1 * npt) * ridge, 1.0)
     tip = _bump(uf, v - tip_y, nwid * 0.85, nwid * (0.65 + 0.5 * npt))
-    img = img * (1.0 + ((0.06 + 0.1 * npt) * tip).unsqueeze(1))
+    img = _scale_(img, (0.06 + 0.1 * npt) * tip, 1.0)
     wing = _bump((ua - nwid * 0.85), v - tip_y - 0.005, nwid * 0.45, nwid * 0.5)
-    img = img * (1.0 - (0.12 * wing).unsqueeze(1))
+    img = _scale_(img, 0.12 * wing, -1.0)
     d_nos = _ellipse_sdf(ua - nwid * 0.42, v - (tip_y + nwid * 0.42), nwid * 0.3, nwid * 0.16)
-    img = _blend(img, _cov(d_nos, ew) * 0.75, C(skin) * 0.25)
+    img = _blend_(img, _cov(d_nos, ew) * 0.75, C(skin) * 0.25)
     under = _bump(uf, v - (tip_y + nwid * 0.75), nwid * 1.1, 0.02)
-    img = img * (1.0 - (0.1 * under).unsqueeze(1))
+    img = _scale_(img, 0.1 * under, -1.0)
 
     # ---------------- mouth ------------------------------------------------------------
     mx = ua / mw
@@ -471,15 +533,15 @@ def render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     lr = P["lip_red"] + 0.5 * P["makeup"]
     lip_col = _lerp_col(lip_base, torch.where((lr > 0)[:, None], _rgb(0.72, 0.08, 0.16).to(dev), skin * 0.95), 0.7 * lr.abs().clamp(max=1.4))
     lip_sh = 0.8 + 0.25 * _bump(ua, v - (y_gb + lf_eff * 0.5), mw * 0.6, lf_eff * 0.8)
-    img = _blend(img, _cov(d_lips, ew), C(lip_col) * lip_sh.unsqueeze(1))
+    img = _blend_(img, _cov(d_lips, ew), lambda sl: C(lip_col) * lip_sh[:, sl].unsqueeze(1))
     d_gap = torch.maximum(torch.maximum(y_gt - v, v - y_gb), (mx.abs() - 0.97) * mw)
     gap_cov = _cov(d_gap, ew * 0.7)
     teeth = _smooth01((y_gt + 0.025 - v) / 0.01 + 0.5)
-    img = _blend(img, gap_cov, C(_rgb(0.25, 0.06, 0.06)) + teeth.unsqueeze(1) * C(_rgb(0.62, 0.8, 0.8)))
+    img = _blend_(img, gap_cov, lambda sl: C(_rgb(0.25, 0.06, 0.06)) + teeth[:, sl].unsqueeze(1) * C(_rgb(0.62, 0.8, 0.8)))
     line = _cov((v - y_m).abs() - 0.003, ew) * (mx.abs() < 1.02).float() * (1.0 - gap_cov)
-    img = img * (1.0 - ((0.45 + 4.0 * pressed) * line).unsqueeze(1).clamp(max=0.9))
+    img = _scale_(img, ((0.45 + 4.0 * pressed) * line).clamp(max=0.9), -1.0)
     corner = _bump(ua - mw * 1.02, v - y_m + 0.005, 0.014, 0.014)
-    img = img * (1.0 - ((0.08 + 0.4 * relu(smile)) * corner).unsqueeze(1))
+    img = _scale_(img, (0.08 + 0.4 * relu(smile)) * corner, -1.0)
     # Moustache above the upper lip.
     d_mous = torch.maximum((v - (y_u - 0.022)).abs() - 0.02 + 0.012 * mx.abs(), (mx.abs() - 1.15) * mw)
     img = facial_hair(img, S("moustache"), _cov(d_mous, ew))
@@ -499,16 +561,16 @@ def render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     top_op = (1.0 - bald).clamp(0.0, 1.0) + 0.0 * v
     cap_cov = _cov(d_cap, ew) * top_op
     cap_sh = (0.78 + 0.3 * _bump(u + 0.2 * lx, v - fy + fh * 0.9, fw, 0.35) + 0.07 * strands * detail)
-    img = _blend(img, cap_cov, C(hair) * cap_sh.unsqueeze(1))
+    img = _blend_(img, cap_cov, lambda sl: C(hair) * cap_sh[:, sl].unsqueeze(1))
     # Scalp shine grows with baldness (the Bald direction keeps acting once hair is gone).
     shine = relu(bald) * _bump(u + 0.15, v - fy + fh * 0.85, fw * 0.45, 0.15) * face_cov
-    img = img * (1.0 + (0.22 * shine).unsqueeze(1))
+    img = _scale_(img, 0.22 * shine, 1.0)
     # Hat: crown above the hairline plus a brim.
     hat_col = _hue_rgb(P["hat_hue"], 0.7, torch.full_like(P["hat_hue"], 0.5))
     d_hat = torch.maximum(_ellipse_sdf(u, v - fy + 0.06, fw + hv + 0.04, fh + hv + 0.06), v - (S("hairline") + 0.02))
     d_brim = torch.maximum(ua - (fw + hv + 0.12), ((v - (S("hairline") + 0.0)).abs() - 0.035))
     hat_sh = 0.75 + 0.3 * _bump(u + 0.2, v - fy + fh, fw, 0.4)
-    img = _blend(img, _cov(torch.minimum(d_hat, d_brim), ew) * hat, C(hat_col) * hat_sh.unsqueeze(1))
+    img = _blend_(img, _cov(torch.minimum(d_hat, d_brim), ew) * hat, lambda sl: C(hat_col) * hat_sh[:, sl].unsqueeze(1))
 
     # ---------------- eyeglasses ----------------------------------------------------------
     gl = S("glasses").clamp(0.0, 1.0)
@@ -521,8 +583,8 @@ def render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     rim = _cov(d_box.abs() - 0.004 - 0.004 * S("glasses").clamp(0.0, 2.0), ew)
     bridge = _cov(torch.maximum((v - ey + 0.02).abs() - 0.006, ua - (S("eye_sep") - bw + 0.01)), ew)
     temple = _cov(torch.maximum((v - ey + 0.03).abs() - 0.006, (S("eye_sep") + bw - 0.01) - ua), ew) * (ua < fw + 0.02).float()
-    img = img * (1.0 - (0.1 * gl * _cov(d_box, ew)).unsqueeze(1))  # lens tint
-    img = _blend(img, gl * torch.maximum(torch.maximum(rim, bridge), temple), C(_rgb(0.08, 0.07, 0.07)))
+    img = _scale_(img, 0.1 * gl * _cov(d_box, ew), -1.0)  # lens tint
+    img = _blend_(img, gl * torch.maximum(torch.maximum(rim, bridge), temple), C(_rgb(0.08, 0.07, 0.07)))
 
     # Blurry also lowers contrast (signed: negative raises it).
     img = 0.5 + (img - 0.5) * (1.0 - 0.12 * blur).unsqueeze(1)
