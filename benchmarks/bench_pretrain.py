@@ -2,7 +2,8 @@
 
     python benchmarks/bench_pretrain.py [--backbone resnet18 --image_size 64 --batch 64 --steps 30]
 
-1. `training/pretrain.py` (under `accelerate launch`, streaming pairs, one process) runs `--steps` optimiser steps;
+1. `training/pretrain.py` (under `accelerate launch`, streaming pairs, one process, `--num_workers` batch producers)
+   runs `--steps` optimiser steps;
    its logged steady-state `seconds_per_step`, `compute_seconds_per_step` and `data_wait_share` are read from
    metrics.json (the first logging window, which holds start-up, is left out).
 2. A bare PyTorch loop does the same forward and backward (ComFaceModel, Adam) on one fixed batch of the same
@@ -35,7 +36,7 @@ def trainer_run(args, out: Path) -> dict:
            "--output_dir", str(out), "--backbone", args.backbone, "--image_size", str(args.image_size),
            "--global_batch_size", str(args.batch), "--samples_per_epoch", str(args.batch * args.steps),
            "--num_epochs", "1", "--validation_pairs", str(args.batch), "--report_to", "none",
-           "--logging_steps", str(args.window), "--attributes", args.attributes]
+           "--logging_steps", str(args.window), "--attributes", args.attributes, "--num_workers", str(args.num_workers)]
     subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO,
                    stdout=subprocess.DEVNULL)
     history = json.loads((out / "metrics.json").read_text())["history"][1:]  # drop the warm-up window
@@ -77,16 +78,18 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--attributes", default="all")
     parser.add_argument("--mixed_precision", default="no")
+    parser.add_argument("--num_workers", type=int, default=1,
+                        help="trainer's batch-producing workers; 0 renders in the loop (isolates the trainer's overhead)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = trainer_run(args, Path(tmp) / "run")
     bare = bare_loop(args)
     overhead = trainer["compute_seconds_per_step"] / bare - 1
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{os.cpu_count()}-core CPU"
-    print(f"| device | backbone | px | batch | bare step (s) | trainer compute step (s) | overhead | "
+    print(f"| device | backbone | px | batch | workers | bare step (s) | trainer compute step (s) | overhead | "
           f"trainer step incl. data (s) | data wait share | pairs/s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| {device} | {args.backbone} | {args.image_size} | {args.batch} | {bare:.3f} | "
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {device} | {args.backbone} | {args.image_size} | {args.batch} | {args.num_workers} | {bare:.3f} | "
           f"{trainer['compute_seconds_per_step']:.3f} | {overhead:+.1%} | {trainer['seconds_per_step']:.3f} | "
           f"{trainer['data_wait_share']:.1%} | {trainer['pairs_per_second']:.1f} |")
 

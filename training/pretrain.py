@@ -65,6 +65,7 @@ class PretrainArguments:
     samples_per_epoch: int = field(default=4096, metadata={"help": "Pairs per epoch when streaming."})
     validation_pairs: int = 512
     num_workers: int = field(default=1, metadata={"help": "Processes producing batches ahead (CPU rendering)."})
+    cpu_threads: int = field(default=0, metadata={"help": "Torch threads per process on CPU (0: cores / processes)."})
     # model and losses
     backbone: str = "resnet18"
     projection_hidden_size: int = 512
@@ -382,6 +383,11 @@ def main(argv: Optional[list[str]] = None) -> Path:
     )
     world = accelerator.num_processes
     check_process_count(world)
+    if accelerator.device.type == "cpu":
+        # `accelerate launch` exports OMP_NUM_THREADS=1 (right for one process per GPU); on a CPU the processes of
+        # this machine share its cores instead.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(args.cpu_threads or max(1, (os.cpu_count() or 1) // local))
     if args.per_device_batch_size is None:
         args.per_device_batch_size = max(1, args.global_batch_size // world)
     accumulation, rest = divmod(args.global_batch_size, args.per_device_batch_size * world)
