@@ -41,6 +41,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 PRETRAIN_SCRIPT = REPO_ROOT / "training" / "pretrain.py"
+from training.pretrain import EMBEDDED_ATTRIBUTES  # noqa: E402  (the one list of the embedded default)
 DEFAULT_CACHE_DIR = REPO_ROOT / "outputs" / "study_cache"  # outputs/ is git-ignored: checkpoints never get committed
 DEFAULT_TASKS: tuple[str, ...] = ("synthetic_smile", "synthetic_weight", "synthetic_age")
 TASK_LABELS = {"synthetic_smile": "Smile", "synthetic_weight": "Weight", "synthetic_age": "Age"}
@@ -109,7 +110,9 @@ class StudyScale:
     pairs_per_subject: int = 6
     transfer_epochs: int = 2
     transfer_batch_size: int = 32
+    transfer_nuisance: float = 1.0  # capture variation between a subject's images (0: identical capture)
     folds: int = 4
+    attributes: str = "embedded"  # "embedded": pretrain.py's EMBEDDED_ATTRIBUTES; "all"; or comma-separated names
     # accelerate launch flags for the pretraining subprocess
     launch_args: tuple[str, ...] = ("--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
                                     "--dynamo_backend", "no")
@@ -121,7 +124,8 @@ class StudyScale:
                f"{self.samples_per_epoch} pairs/epoch x {self.num_epochs} epochs, batch {self.global_batch_size}")
         return (f"scale `{self.name}`: {pre}; transfer = fine-tuning, {self.folds} subject-disjoint folds, "
                 f"{self.transfer_subjects} unseen subjects x {self.transfer_images_per_subject} images per task, "
-                f"{self.pairs_per_subject} pairs/subject, {self.transfer_epochs} epochs, batch {self.transfer_batch_size}")
+                f"{self.pairs_per_subject} pairs/subject, {self.transfer_epochs} epochs, batch {self.transfer_batch_size}, "
+                f"capture nuisance {self.transfer_nuisance:g}; pretraining attributes: {self.attributes}")
 
 
 def cpu_scale(**overrides: Any) -> StudyScale:
@@ -139,7 +143,7 @@ def paper_scale(**overrides: Any) -> StudyScale:
         name="paper", backbone="resnet50", image_size=224, num_identities=250_000, samples_per_epoch=31_500_000,
         num_epochs=12, global_batch_size=1024, projection_hidden_size=2048, validation_pairs=10_000, preset="paper",
         transfer_subjects=40, transfer_images_per_subject=12, pairs_per_subject=100, transfer_epochs=10,
-        transfer_batch_size=32, launch_args=("--mixed_precision", "bf16", "--dynamo_backend", "no"),
+        transfer_batch_size=32, attributes="all", launch_args=("--mixed_precision", "bf16", "--dynamo_backend", "no"),
     )
     return dataclasses.replace(base, **overrides)
 
@@ -152,7 +156,8 @@ def pretrain_flags(variant: Variant, scale: StudyScale, seed: int) -> list[str]:
     if not variant.pretrain:
         raise ValueError(f"Variant {variant.name!r} is the scratch row: it has no pretraining flags.")
     flags: dict[str, Any] = {"backbone": variant.backbone or scale.backbone, "learning": variant.learning,
-                             "intra_target": variant.intra_target, "seed": seed, "report_to": "none"}
+                             "intra_target": variant.intra_target, "seed": seed, "report_to": "none",
+                             "attributes": EMBEDDED_ATTRIBUTES if scale.attributes == "embedded" else scale.attributes}
     sizes = {"image_size": scale.image_size, "num_identities": variant.num_identities or scale.num_identities,
              "samples_per_epoch": variant.samples_per_epoch or scale.samples_per_epoch,
              "num_epochs": scale.num_epochs, "global_batch_size": scale.global_batch_size,
@@ -275,7 +280,7 @@ def transfer_settings_payload(scale: StudyScale, task: str, seed: int) -> dict[s
     return {"task": task, "seed": seed, "mode": "finetune", "folds": scale.folds, "epochs": scale.transfer_epochs,
             "batch_size": scale.transfer_batch_size, "pairs_per_subject": scale.pairs_per_subject,
             "subjects": scale.transfer_subjects, "images": scale.transfer_images_per_subject,
-            "image_size": scale.image_size}
+            "image_size": scale.image_size, "nuisance": scale.transfer_nuisance}
 
 
 def transfer_variant(variant: Variant, init: str, init_key: str, scale: StudyScale, task: str, seed: int,
@@ -343,7 +348,8 @@ def run_study(variants: Sequence[Variant], scale: StudyScale, seeds: Sequence[in
     # Task tables are rendered once and shared by every variant and seed: all rows see identical pairs and folds.
     log(f"Rendering {len(tasks)} synthetic task(s) at {scale.image_size} px ...")
     task_data = {task: load_task_dataset(task, image_size=scale.image_size, synthetic_subjects=scale.transfer_subjects,
-                                         synthetic_images_per_subject=scale.transfer_images_per_subject)
+                                         synthetic_images_per_subject=scale.transfer_images_per_subject,
+                                         synthetic_nuisance=scale.transfer_nuisance)
                  for task in tasks}
     rows: dict[str, Any] = {}
     for i, variant in enumerate(variants, 1):
