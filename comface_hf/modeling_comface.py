@@ -327,20 +327,36 @@ class ChangeEstimationMixin:
         self.check_pixel_values(pixel_values_y, "pixel_values_y")
         _check_same_batch(pixel_values_x, pixel_values_y)
         h_x, h_y = self.backbone(torch.cat([pixel_values_x, pixel_values_y])).chunk(2)
-        change = self.difference_head(h_y - h_x)
-        if getattr(self.config, "symmetric_change", False):
-            # l(ReLU(a)) - l(ReLU(-a)) = w.a: swapping x and y flips the sign exactly.
-            change = 0.5 * (change - self.difference_head(h_x - h_y))
-        loss = None
-        if labels is not None:
-            labels = labels.reshape(-1)
-            if labels.numel() != change.numel():
-                raise ValueError(f"`labels` has {labels.numel()} values for {change.numel()} pairs.")
-            if not torch.isfinite(labels).all():
-                raise ValueError("`labels` contains NaN or infinite values; drop or fix those pairs.")
-            loss = F.mse_loss(change.float(), labels.to(change.device).float())
-        output = ChangeEstimationOutput(loss=loss, change=change, features_x=h_x, features_y=h_y)
+        output = change_from_features(
+            self.difference_head, h_x, h_y, labels, symmetric=getattr(self.config, "symmetric_change", False)
+        )
         return output if return_dict else output.to_tuple()
+
+
+def change_from_features(
+    difference_head: DifferenceHead,
+    h_x: torch.Tensor,
+    h_y: torch.Tensor,
+    labels: Optional[torch.Tensor] = None,
+    symmetric: bool = False,
+) -> ChangeEstimationOutput:
+    """The change-estimation step after f: change = l(ReLU(h_y - h_x)) `[N]`, MSE against `labels` when given.
+
+    Also used on cached features (linear evaluation trains l on stored f outputs).
+    """
+    change = difference_head(h_y - h_x)
+    if symmetric:
+        # l(ReLU(a)) - l(ReLU(-a)) = w.a: swapping x and y flips the sign exactly.
+        change = 0.5 * (change - difference_head(h_x - h_y))
+    loss = None
+    if labels is not None:
+        labels = labels.reshape(-1)
+        if labels.numel() != change.numel():
+            raise ValueError(f"`labels` has {labels.numel()} values for {change.numel()} pairs.")
+        if not torch.isfinite(labels).all():
+            raise ValueError("`labels` contains NaN or infinite values; drop or fix those pairs.")
+        loss = F.mse_loss(change.float(), labels.to(change.device).float())
+    return ChangeEstimationOutput(loss=loss, change=change, features_x=h_x, features_y=h_y)
 
 
 class ComFaceForChangeEstimation(ChangeEstimationMixin, ComFacePreTrainedModel):
@@ -399,6 +415,7 @@ __all__ = [
     "ComFaceModel",
     "ComFaceOutput",
     "ComFacePreTrainedModel",
+    "change_from_features",
     "check_checkpoint_folder",
     "create_backbone",
 ]

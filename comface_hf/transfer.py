@@ -454,8 +454,8 @@ class _FeaturePairs(torch.utils.data.Dataset):
 class _HeadOnFeatures(nn.Module):
     """l applied to stored features: the change-estimation forward with f already evaluated.
 
-    Mirrors `ComFaceForChangeEstimation.forward` after the backbone (including `symmetric_change`), sharing the
-    model's `difference_head` module, so training this trains the model's l.
+    The same step as the models' forward after the backbone (`change_from_features`, including `symmetric_change`),
+    sharing the model's `difference_head` module, so training this trains the model's l.
     """
 
     def __init__(self, model: nn.Module):
@@ -464,13 +464,9 @@ class _HeadOnFeatures(nn.Module):
         self.symmetric = bool(getattr(model.config, "symmetric_change", False))
 
     def forward(self, pixel_values_x: torch.Tensor, pixel_values_y: torch.Tensor, labels: Optional[torch.Tensor] = None):
-        from .modeling_comface import ChangeEstimationOutput
+        from .modeling_comface import change_from_features
 
-        change = self.difference_head(pixel_values_y - pixel_values_x)
-        if self.symmetric:
-            change = 0.5 * (change - self.difference_head(pixel_values_x - pixel_values_y))
-        loss = None if labels is None else nn.functional.mse_loss(change.float(), labels.reshape(-1).float())
-        return ChangeEstimationOutput(loss=loss, change=change, features_x=pixel_values_x, features_y=pixel_values_y)
+        return change_from_features(self.difference_head, pixel_values_x, pixel_values_y, labels, self.symmetric)
 
 
 @torch.no_grad()

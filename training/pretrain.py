@@ -198,10 +198,10 @@ class CorpusPairs:
 
     def __init__(self, dataset, seed: int):
         self.dataset = dataset
-        self.sampler = CorpusPairSampler(dataset["identity"], _attribute_codes(dataset), dataset["alpha"], seed=seed)
         self.alpha = np.asarray(dataset["alpha"], dtype=np.float32)
         self.identity = np.asarray(dataset["identity"])
         self.attribute = _attribute_codes(dataset)
+        self.sampler = CorpusPairSampler(self.identity, self.attribute, self.alpha, seed=seed)
         self._epoch, self._pairs = None, None
         self.max_pairs = self.sampler.num_rows
 
