@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ def gen() -> EmbeddedFaceGenerator:
 
 
 def test_api_basics(gen: EmbeddedFaceGenerator) -> None:
-    assert gen.name == "comface-embedded" and gen.version == "1.0.0"
+    assert gen.name == "comface-embedded" and gen.version == "1.1.0"
     assert len(gen.attribute_names) >= 40 and {"weight", "age", "smile"} <= set(gen.attribute_names)
     assert gen.attribute_names == ATTRIBUTE_NAMES and len(ATTRIBUTE_NAMES) == 43
     g = alpha_grid()
@@ -68,6 +69,54 @@ def test_determinism_other_process(gen: EmbeddedFaceGenerator, tmp_path: Path) -
                    "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     here = gen.render(torch.tensor([9, 3]), torch.tensor([30, 1]), torch.tensor([-4.0, 2.5])).flip(0)
     assert torch.equal(torch.load(out), here)
+
+
+def test_sqrt_is_correctly_rounded() -> None:
+    """The renderer's sqrt equals IEEE float32 sqrt (numpy), which compiled kernels also compute."""
+    from comface_hf.synthesis.renderer import _sqrt
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.rand(50_000, generator=g), torch.rand(50_000, generator=g) * 1e4, torch.tensor([0.0, 1.0, 2.0])])
+    assert torch.equal(_sqrt(x), torch.from_numpy(np.sqrt(x.numpy())))
+
+
+def test_bilinear_resize_matches_interpolate() -> None:
+    from comface_hf.synthesis.renderer import _resize_bilinear, bilinear_taps
+
+    img = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    taps = bilinear_taps(32, 48)
+    ref = torch.nn.functional.interpolate(img, size=(48, 48), mode="bilinear", align_corners=False)
+    assert torch.allclose(_resize_bilinear(img, taps, taps), ref, atol=1e-5)
+
+
+def test_compiled_renderer_gives_the_same_pixels() -> None:
+    """compile=True is a speed choice only: bit-identical to eager, for every attribute, with a resize."""
+    eager = EmbeddedFaceGenerator(image_size=48, internal_size=32, seed=0)
+    compiled = EmbeddedFaceGenerator(image_size=48, internal_size=32, seed=0, compile=True)
+    n = len(eager.attribute_names)
+    ids = torch.arange(2 * n) % 5
+    attrs = torch.arange(2 * n) % n
+    alphas = torch.round(torch.linspace(-5, 5, 2 * n) * 10) / 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback to eager would warn: this test must compile
+        x = compiled.render(ids, attrs, alphas)
+    assert compiled._compiled is not None
+    assert torch.equal(x, eager.render(ids, attrs, alphas))
+    assert torch.equal(compiled.render(ids[:3], attrs[:3], alphas[:3]), x[:3])  # padded short batch
+
+
+def test_compile_failure_falls_back_to_eager() -> None:
+    gen = EmbeddedFaceGenerator(image_size=32, seed=0, compile=True)
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Compiler: cc is not found")
+
+    gen._compiled = no_compiler
+    triple = torch.tensor([1, 2]), torch.tensor([0, 3]), torch.tensor([0.5, -2.0])
+    with pytest.warns(UserWarning, match="rendering eagerly.*cc is not found|cc is not found.*rendering eagerly"):
+        x = gen.render(*triple)
+    assert gen._compiled is None
+    assert torch.equal(x, EmbeddedFaceGenerator(image_size=32, seed=0).render(*triple))
 
 
 def test_neutral_face_same_for_every_attribute(gen: EmbeddedFaceGenerator) -> None:

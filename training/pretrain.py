@@ -62,6 +62,8 @@ class PretrainArguments:
     alpha_min: float = -5.0
     alpha_max: float = 5.0
     alpha_step: float = 0.1
+    compile_generator: bool = field(default=False, metadata={"help": "torch.compile the embedded renderer (same "
+                                    "pixels, ~4x faster; about a minute to compile once per size)."})
     samples_per_epoch: int = field(default=4096, metadata={"help": "Pairs per epoch when streaming."})
     validation_pairs: int = 512
     num_workers: int = field(default=1, metadata={"help": "Processes producing batches ahead (CPU rendering)."})
@@ -125,6 +127,7 @@ PRESETS: dict[str, dict] = {
         "projection_hidden_size": 2048,
         "validation_pairs": 10_000,
         "num_workers": 0,  # streaming renders on the GPU itself; use 8 with --data_source corpus
+        "compile_generator": True,  # fused kernels instead of ~1,700 small ones per chunk of faces
         "checkpointing_steps": 2000,
     },
 }
@@ -177,7 +180,8 @@ class StreamingPairs:
         from comface_hf.synthesis import alpha_grid, get_generator
 
         self.generator = get_generator("embedded", image_size=args.image_size, seed=args.generator_seed,
-                                       device=device, alpha_min=args.alpha_min, alpha_max=args.alpha_max)
+                                       device=device, alpha_min=args.alpha_min, alpha_max=args.alpha_max,
+                                       compile=args.compile_generator)
         self.attributes = _attribute_indices(args.attributes, self.generator)
         grid = alpha_grid(args.alpha_min, args.alpha_max, args.alpha_step).numpy()
         self.sampler = StreamingPairSampler(identities, len(self.attributes), grid, seed=args.seed)

@@ -10,20 +10,28 @@ signed-distance fields, smooth edges, Lambert-like shading and procedural skin t
 Determinism (the streaming trainer relies on it): identity parameters come from a
 counter-based hash of ``(seed, identity, parameter index)`` (no batch-level RNG), the
 per-pixel maths uses only ``+ - * / sqrt floor clamp`` (IEEE exactly rounded, so vectorised
-and scalar CPU code paths agree bit for bit; ``sin``/``exp`` are replaced by polynomials) and
-the output is quantised to 8-bit levels.  Hence the same ``(seed, identity, attribute,
-alpha)`` gives the same pixels in any batch, batch position or process.
+and scalar CPU code paths agree bit for bit; ``sin``/``exp`` are replaced by polynomials and
+``sqrt`` goes through float64, see :func:`_sqrt`) and the output is quantised to 8-bit levels.
+Hence the same ``(seed, identity, attribute, alpha)`` gives the same pixels in any batch,
+batch position or process, and eager and ``torch.compile``d rendering agree bit for bit.
+
+Speed: the eager renderer is ~1,700 small elementwise ops per chunk of faces; with
+``compile=True`` inductor fuses them into a few loops (about 4x faster on CPU).
+
+Version history: 1.1.0 made ``sqrt`` correctly rounded and replaced ``F.interpolate`` by an
+explicit two-tap bilinear resize (so compiled and eager rendering agree); about 1e-5 of the
+pixel values differ from 1.0.0, by one 8-bit level.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .attributes import ATTRIBUTE_DIRECTIONS, ATTRIBUTE_NAMES, resolve_attribute
 
@@ -138,6 +146,16 @@ def _psin(x: torch.Tensor) -> torch.Tensor:
     return 0.225 * (y * y.abs() - y) + y
 
 
+def _sqrt(x: torch.Tensor) -> torch.Tensor:
+    """Correctly rounded float32 square root, identical in eager and compiled code.
+
+    ATen's vectorised float32 ``sqrt`` is not correctly rounded (it is off by one ulp for about
+    a sixth of inputs) while compiled kernels are.  A float64 square root rounded to float32 is
+    correctly rounded (53 >= 2 * 24 + 2 bits), so both paths give the same bits.
+    """
+    return torch.sqrt(x.double()).float()
+
+
 def _bump(dx: torch.Tensor, dy: torch.Tensor, rx, ry) -> torch.Tensor:
     """Smooth compact bump ``(1 - r^2)^2`` on an ellipse of radii ``rx, ry``."""
     a = dx / rx
@@ -150,7 +168,7 @@ def _ellipse_sdf(dx: torch.Tensor, dy: torch.Tensor, rx, ry) -> torch.Tensor:
     """Approximate signed distance to an ellipse (exact for circles)."""
     a = dx / rx
     b = dy / ry
-    return (torch.sqrt(a * a + b * b) - 1.0) * torch.minimum(torch.as_tensor(rx), torch.as_tensor(ry))
+    return (_sqrt(a * a + b * b) - 1.0) * torch.minimum(torch.as_tensor(rx), torch.as_tensor(ry))
 
 
 def _blend(img: torch.Tensor, a: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
@@ -162,10 +180,11 @@ def _rows(a: torch.Tensor) -> Optional[slice]:
     """Row slice of ``a [B,H,W]`` outside which ``a`` is exactly zero in every image (``None``: zero everywhere).
 
     Updating only those rows is bit-identical: where the weight is 0, ``img + 0 * (col - img)``
-    and ``img * (1 +- 0)`` leave ``img`` unchanged.  On CPU the (cheap) check pays for itself; on
-    other devices it would force a host sync, so the full height is used there.
+    and ``img * (1 +- 0)`` leave ``img`` unchanged.  In eager CPU code the (cheap) check pays for
+    itself; on other devices it would force a host sync and in compiled code the fused kernel
+    makes it pointless, so the full height is used there.
     """
-    if a.device.type != "cpu" or a.shape[-2] == 1:
+    if torch.compiler.is_compiling() or a.device.type != "cpu" or a.shape[-2] == 1:
         return slice(None)
     idx = a.ne(0).any(-1).any(0).nonzero()
     if idx.numel() == 0:
@@ -233,30 +252,55 @@ def _lerp_col(c: torch.Tensor, target: torch.Tensor, a: torch.Tensor) -> torch.T
 # ----------------------------------------------------------------------------------------
 # Rendering
 # ----------------------------------------------------------------------------------------
-#: Pixels (images x height x width) per CPU work chunk in :func:`render_params`: keeps every
-#: temporary around 0.5 MB so the allocator reuses cache-warm memory instead of mapping fresh
-#: pages for each op (which halved the throughput).  Results do not depend on it.
+#: Pixels (images x height x width) per eager CPU work chunk: keeps every temporary around
+#: 0.5 MB so the allocator reuses cache-warm memory instead of mapping fresh pages for each op
+#: (which halved the throughput).  Results do not depend on it.
 CPU_CHUNK_PIXELS = int(os.environ.get("COMFACE_RENDER_CHUNK_PIXELS", 1 << 17))
+#: Images per call of the compiled renderer: batches are cut into (and the last one padded to)
+#: this many images, so each (internal size, output size) is compiled once.
+COMPILED_CHUNK_IMAGES = 32
 
 
-def render_params(params: torch.Tensor, size: int) -> torch.Tensor:
-    """Render faces from (edited) parameters.
+def bilinear_taps(size_in: int, size_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two-tap bilinear resampling along one axis (``align_corners=False``, as ``F.interpolate``).
+
+    Returns ``(i0 LongTensor[size_out], i1 LongTensor[size_out], w1 FloatTensor[size_out])``:
+    output ``k`` is ``a[i0] + w1 * (a[i1] - a[i0])``.  The weights are computed once in float64
+    here, so eager and compiled rendering use the same numbers.
+    """
+    src = np.maximum((np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), size_in - 1)
+    i1 = np.minimum(i0 + 1, size_in - 1)
+    w1 = (src - i0).astype(np.float32)
+    return torch.from_numpy(i0), torch.from_numpy(i1), torch.from_numpy(w1)
+
+
+def _resize_bilinear(img: torch.Tensor, rows: tuple, cols: tuple) -> torch.Tensor:
+    """Separable bilinear resize of ``img [B,3,H,W]`` with :func:`bilinear_taps` for rows and columns."""
+    r0, r1, rw = rows
+    a, b = img.index_select(2, r0), img.index_select(2, r1)
+    img = a + (b - a) * rw.view(1, 1, -1, 1)
+    c0, c1, cw = cols
+    a, b = img.index_select(3, c0), img.index_select(3, c1)
+    return a + (b - a) * cw.view(1, 1, 1, -1)
+
+
+def render_images(params: torch.Tensor, internal_size: int, taps: Optional[tuple] = None) -> torch.Tensor:
+    """Render, resize and quantise one chunk of faces: the whole per-image pipeline.
 
     Args:
-        params: ``FloatTensor[B, len(PARAM_NAMES)]`` on the target device.
-        size: output resolution in pixels.
+        params: ``FloatTensor[B, len(PARAM_NAMES)]`` (edited parameters) on the target device.
+        internal_size: resolution the signed-distance fields are evaluated at.
+        taps: ``(row_taps, col_taps)`` from :func:`bilinear_taps` on the target device, or
+            ``None`` when the output size is ``internal_size``.
 
     Returns:
-        ``FloatTensor[B, 3, size, size]`` in ``[0, 1]`` (not yet quantised).
+        ``FloatTensor[B, 3, S, S]`` in ``[0, 1]``, multiples of 1/255 (so it round-trips through PNG).
     """
-    B = params.shape[0]
-    chunk = max(1, CPU_CHUNK_PIXELS // (size * size))
-    if params.device.type != "cpu" or B <= chunk:
-        return _render_params(params, size)
-    out = params.new_empty(B, 3, size, size)
-    for i in range(0, B, chunk):
-        out[i:i + chunk] = _render_params(params[i:i + chunk], size)
-    return out
+    img = _render_params(params, internal_size)
+    if taps is not None:
+        img = _resize_bilinear(img, *taps)
+    return torch.round(img.clamp(0.0, 1.0) * 255.0) / 255.0
 
 
 def _render_params(params: torch.Tensor, size: int) -> torch.Tensor:
@@ -318,7 +362,7 @@ def _render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     fw, fh = S("face_w"), S("face_h")
     fy = -0.02  # face centre
     lx, ly = S("light_x"), S("light_y")
-    lz = torch.sqrt((1.0 - lx * lx - ly * ly).clamp(min=0.05))
+    lz = _sqrt((1.0 - lx * lx - ly * ly).clamp(min=0.05))
     yaw = S("yaw") * 0.06
     uf = u - yaw  # feature coordinate: yaw shifts the inner face sideways
     ua = uf.abs()  # mirrored coordinate: symmetric features are computed once for both sides
@@ -351,7 +395,7 @@ def _render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     img = _blend_(img, _cov(d_neck, ew), lambda sl: C(skin) * neck_shade[:, sl].clamp(0.6, 0.95).unsqueeze(1))
     # Necklace: a thin beaded arc on the chest.
     nl = S("necklace").clamp(0.0, 1.0)
-    arc = (torch.sqrt(u * u / 0.05 + (v - 0.2).clamp(min=0.0) ** 2) - (collar + 0.05)).abs() - 0.012
+    arc = (_sqrt(u * u / 0.05 + (v - 0.2).clamp(min=0.0) ** 2) - (collar + 0.05)).abs() - 0.012
     beads = 0.75 + 0.25 * _psin(u * 160.0)
     img = _blend_(img, _cov(arc, ew) * nl * (v > 0.2).float(), lambda sl: C(_rgb(0.95, 0.82, 0.45)) * beads[:, sl].unsqueeze(1))
     # Necktie: knot + blade below the collar.
@@ -380,7 +424,7 @@ def _render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     half_w = fw * widen * (1.0 - jaw * relu(yy) * relu(yy))
     nx = u / half_w
     r2 = nx * nx + yy * yy
-    d_face = (torch.sqrt(r2) - 1.0) * fw
+    d_face = (_sqrt(r2) - 1.0) * fw
     # Double chin: an extra soft lobe under the chin (signed: negative tightens the jawline).
     dchin = S("dchin")
     dc = relu(dchin)
@@ -388,7 +432,7 @@ def _render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     d_face = torch.minimum(d_face, d_dc + 0.02 * (1.0 - dc.clamp(max=1.0)))
     face_cov = _cov(d_face, ew)
     # Lambert shading from a pseudo-3D ellipsoid normal.
-    nz = torch.sqrt((1.0 - r2).clamp(min=0.02))
+    nz = _sqrt((1.0 - r2).clamp(min=0.02))
     lam = (nx * lx + yy * ly + nz * lz).clamp(min=0.0)
     shade = 0.62 + 0.45 * lam
     # Under-jaw shadow on the neck, darker for a tight jawline (negative double chin).
@@ -470,7 +514,7 @@ def _render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     eye_cov = _cov(d_eye, ew)
     gaze = S("gaze")
     ix = ex - gaze * 0.4
-    ir = torch.sqrt(ix * ix + eyl * eyl)
+    ir = _sqrt(ix * ix + eyl * eyl)
 
     img = _blend_(img, eye_cov, lambda sl: C(_rgb(0.93, 0.9, 0.87)) * (0.8 + 0.2 * ex2[:, sl].clamp(0.0, 1.0)).unsqueeze(1))
     img = _blend_(img, eye_cov * _cov((ir - 0.42) * ew_, ew), lambda sl: C(iris) * (0.65 + 0.55 * ir[:, sl].clamp(max=1.0)).unsqueeze(1))
@@ -525,8 +569,8 @@ def _render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     cupid = 1.0 - 0.35 * _bump(ua, 0.0, 0.03, 1.0)
     y_gt = y_m - 0.5 * op * mx2
     y_gb = y_m + 0.5 * op * mx2
-    y_u = y_gt - lf_eff * 0.8 * mx2.clamp(min=0.0).sqrt() * cupid
-    y_l = y_gb + lf_eff * 1.15 * mx2.clamp(min=0.0).sqrt()
+    y_u = y_gt - lf_eff * 0.8 * _sqrt(mx2.clamp(min=0.0)) * cupid
+    y_l = y_gb + lf_eff * 1.15 * _sqrt(mx2.clamp(min=0.0))
     d_lips = torch.maximum(y_u - v, v - y_l)
     d_lips = torch.maximum(d_lips, (mx.abs() - 1.0) * mw)
     lip_base = skin * _rgb(0.86, 0.62, 0.6).to(dev)
@@ -579,7 +623,7 @@ def _render_params(params: torch.Tensor, size: int) -> torch.Tensor:
     bw, bh = ew_ * 1.55, ew_ * 1.1
     qx = (gx_.abs() - bw + 0.03).clamp(min=0.0)
     qy = (gy_.abs() - bh + 0.03).clamp(min=0.0)
-    d_box = torch.sqrt(qx * qx + qy * qy) - 0.03
+    d_box = _sqrt(qx * qx + qy * qy) - 0.03
     rim = _cov(d_box.abs() - 0.004 - 0.004 * S("glasses").clamp(0.0, 2.0), ew)
     bridge = _cov(torch.maximum((v - ey + 0.02).abs() - 0.006, ua - (S("eye_sep") - bw + 0.01)), ew)
     temple = _cov(torch.maximum((v - ey + 0.03).abs() - 0.006, (S("eye_sep") + bw - 0.01) - ua), ew) * (ua < fw + 0.02).float()
@@ -658,6 +702,11 @@ class EmbeddedFaceGenerator:
             ``image_size``; defaults to 64 for outputs up to 128 px and 96 above (the faces are
             soft, so this costs little detail and is what makes ~1000 images/s possible on
             2 CPU cores); pass ``internal_size=image_size`` for full-resolution SDFs.
+        compile: render with ``torch.compile``d kernels (fused, about 4x faster on CPU; the
+            first call at a new size compiles for about a minute, cached on disk by inductor).
+            Eager and compiled rendering give the same pixels, bit for bit (tested), so this is
+            a speed choice only; if compilation fails (no C++ compiler) rendering warns once
+            and continues eagerly.
 
     Example:
         >>> gen = EmbeddedFaceGenerator(image_size=112)
@@ -668,7 +717,7 @@ class EmbeddedFaceGenerator:
     """
 
     name = "comface-embedded"
-    version = "1.0.0"
+    version = "1.1.0"
 
     def __init__(
         self,
@@ -678,6 +727,7 @@ class EmbeddedFaceGenerator:
         alpha_min: float = -5.0,
         alpha_max: float = 5.0,
         internal_size: Optional[int] = None,
+        compile: bool = False,
     ) -> None:
         if int(image_size) < MIN_IMAGE_SIZE:
             raise ValueError(
@@ -693,6 +743,12 @@ class EmbeddedFaceGenerator:
         self.alpha_range = (float(alpha_min), float(alpha_max))
         self.attribute_names: List[str] = list(ATTRIBUTE_NAMES)
         self._directions = direction_matrix(self.attribute_names)
+        self._taps = None
+        if self.internal_size != self.image_size:
+            taps = bilinear_taps(self.internal_size, self.image_size)
+            self._taps = (tuple(t.to(self.device) for t in taps),) * 2
+        self.compile = bool(compile)
+        self._compiled = torch.compile(render_images, dynamic=False, fullgraph=True) if self.compile else None
 
     def attribute_index(self, name: str) -> int:
         """Index of ``name`` in :attr:`attribute_names` (KeyError listing valid names)."""
@@ -721,13 +777,34 @@ class EmbeddedFaceGenerator:
         if len(ids) == 0:
             return torch.zeros(0, 3, self.image_size, self.image_size, device=self.device)
         params = self.edited_params(ids, attrs, alphas).to(self.device)
-        img = render_params(params, self.internal_size)
-        if self.internal_size != self.image_size:
-            img = F.interpolate(img, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        # 8-bit quantisation: matches what the on-disk dataset stores and absorbs any
-        # last-ulp differences between devices' resampling kernels.
-        return torch.round(img.clamp(0.0, 1.0) * 255.0) / 255.0
+        if self._compiled is not None:
+            return self._render_compiled(params)
+        return self._render_eager(params)
+
+    def _render_eager(self, params: torch.Tensor) -> torch.Tensor:
+        chunk = max(1, CPU_CHUNK_PIXELS // self.internal_size ** 2) if self.device.type == "cpu" else len(params)
+        return torch.cat([render_images(params[i:i + chunk], self.internal_size, self._taps)
+                          for i in range(0, len(params), chunk)])
+
+    def _render_compiled(self, params: torch.Tensor) -> torch.Tensor:
+        n = len(params)
+        pad = -n % COMPILED_CHUNK_IMAGES  # one fixed shape: no recompilation for a short last chunk
+        if pad:
+            params = torch.cat([params, params[-1:].expand(pad, -1)])
+        out = []
+        for i in range(0, len(params), COMPILED_CHUNK_IMAGES):
+            chunk = params[i:i + COMPILED_CHUNK_IMAGES]
+            try:
+                out.append(self._compiled(chunk, self.internal_size, self._taps))
+            except Exception as err:  # e.g. no C++ compiler: same pixels eagerly, only slower
+                warnings.warn(f"EmbeddedFaceGenerator(compile=True) could not compile the renderer "
+                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                              "rendering eagerly (same pixels, slower). Install a C++ compiler "
+                              "(or triton on GPU) to use compile=True.")
+                self._compiled = None
+                return self._render_eager(params[:n])
+        return torch.cat(out)[:n]
 
     def __repr__(self) -> str:
         return (f"EmbeddedFaceGenerator(image_size={self.image_size}, seed={self.seed}, "
-                f"device='{self.device}', version='{self.version}')")
+                f"device='{self.device}', compile={self.compile}, version='{self.version}')")
