@@ -722,7 +722,8 @@ def make_synthetic_task(
 # Metrics (Sec. 4.3): evaluate modules shipped in the repository
 # ---------------------------------------------------------------------------------------
 
-#: ``metrics/`` at the repository root (resolved from this file: fine for an editable install).
+#: ``metrics/`` next to the package: the repository root for an editable install, site-packages for the wheel
+#: (which carries it, see pyproject.toml).
 METRICS_DIR: Path = Path(__file__).resolve().parents[1] / "metrics"
 _METRIC_NAMES = ("mae", "pearson", "direction_accuracy")
 
@@ -741,8 +742,8 @@ def load_change_metrics(metrics_dir: str | os.PathLike[str] | None = None) -> di
         script = root / name / f"{name}.py"
         if not script.is_file():
             raise FileNotFoundError(
-                f"metric script {str(script)!r} not found; the metrics ship in the repository's "
-                f"metrics/ folder, so install comface_hf from a clone (pip install -e .) or pass metrics_dir"
+                f"metric script {str(script)!r} not found; the metrics ship in the repository's metrics/ "
+                f"folder, which `pip install` puts next to comface_hf: reinstall comface_hf, or pass metrics_dir"
             )
         loaded[name] = evaluate.load(str(script.parent.resolve()))
     return loaded

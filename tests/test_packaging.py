@@ -1,0 +1,42 @@
+"""The built wheel carries everything an installed comface_hf needs: the metric modules, cards and templates."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_carries_metrics_and_cards(tmp_path: Path) -> None:
+    # Build from a copy of the tracked files, so nothing stale in ./build ends up in the wheel.
+    src = tmp_path / "src"
+    for name in subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split():
+        if (REPO / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, src / name, follow_symlinks=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist")], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("comface_hf-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for required in ("metrics/mae/mae.py", "metrics/pearson/pearson.py", "metrics/direction_accuracy/direction_accuracy.py",
+                     "comface_hf/model_card_template.md", "dataset_builders/comface_synthetic/README.md",
+                     "training/pretrain.py"):
+        assert required in names, f"{required} missing from {wheel.name}"
+
+    # An installed wheel (unpacked, first on the path) finds its metrics without the repository.
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    code = ("import json; from comface_hf.transfer_data import METRICS_DIR, load_change_metrics; "
+            "m = load_change_metrics(); "
+            "print(json.dumps([str(METRICS_DIR), m['mae'].compute(predictions=[1.0, 2.0], references=[2.0, 2.0])]))")
+    env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    metrics_dir, mae = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Path(metrics_dir) == site / "metrics"
+    assert mae == {"mae": 0.5}
