@@ -63,7 +63,7 @@ class PretrainArguments:
     alpha_max: float = 5.0
     alpha_step: float = 0.1
     compile_generator: bool = field(default=False, metadata={"help": "torch.compile the embedded renderer (same "
-                                    "pixels, ~4x faster; about a minute to compile once per size)."})
+                                    "pixels, 5-8x faster on CPU; 30-45 s to compile once per size)."})
     samples_per_epoch: int = field(default=4096, metadata={"help": "Pairs per epoch when streaming."})
     validation_pairs: int = 512
     num_workers: int = field(default=1, metadata={"help": "Processes producing batches ahead (CPU rendering)."})

@@ -16,7 +16,7 @@ Hence the same ``(seed, identity, attribute, alpha)`` gives the same pixels in a
 batch position or process, and eager and ``torch.compile``d rendering agree bit for bit.
 
 Speed: the eager renderer is ~1,700 small elementwise ops per chunk of faces; with
-``compile=True`` inductor fuses them into a few loops (about 4x faster on CPU).
+``compile=True`` inductor fuses them into a few loops (5-8x faster on a 2-core CPU, BENCHMARKS.md).
 
 Version history: 1.1.0 made ``sqrt`` correctly rounded and replaced ``F.interpolate`` by an
 explicit two-tap bilinear resize (so compiled and eager rendering agree); about 1e-5 of the
@@ -700,10 +700,10 @@ class EmbeddedFaceGenerator:
         alpha_min / alpha_max: accepted alpha range (the paper's grid is [-5, 5]).
         internal_size: resolution the SDFs are evaluated at before a bilinear resize to
             ``image_size``; defaults to 64 for outputs up to 128 px and 96 above (the faces are
-            soft, so this costs little detail and is what makes ~1000 images/s possible on
-            2 CPU cores); pass ``internal_size=image_size`` for full-resolution SDFs.
-        compile: render with ``torch.compile``d kernels (fused, about 4x faster on CPU; the
-            first call at a new size compiles for about a minute, cached on disk by inductor).
+            soft, so this costs little detail and keeps rendering cheap); pass
+            ``internal_size=image_size`` for full-resolution SDFs.
+        compile: render with ``torch.compile``d kernels (fused, 5-8x faster on CPU; the first
+            call at a new size compiles for 30-45 s, then inductor's on-disk cache serves it).
             Eager and compiled rendering give the same pixels, bit for bit (tested), so this is
             a speed choice only; if compilation fails (no C++ compiler) rendering warns once
             and continues eagerly.
