@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import warnings
@@ -103,6 +104,8 @@ def test_compiled_renderer_gives_the_same_pixels() -> None:
     assert compiled._compiled is not None
     assert torch.equal(x, eager.render(ids, attrs, alphas))
     assert torch.equal(compiled.render(ids[:3], attrs[:3], alphas[:3]), x[:3])  # padded short batch
+    copy = pickle.loads(pickle.dumps(compiled))  # as a DataLoader worker under "spawn" receives it
+    assert copy.compile and torch.equal(copy.render(ids[:3], attrs[:3], alphas[:3]), x[:3])
 
 
 def test_compile_failure_falls_back_to_eager() -> None:

@@ -748,7 +748,18 @@ class EmbeddedFaceGenerator:
             taps = bilinear_taps(self.internal_size, self.image_size)
             self._taps = (tuple(t.to(self.device) for t in taps),) * 2
         self.compile = bool(compile)
-        self._compiled = torch.compile(render_images, dynamic=False, fullgraph=True) if self.compile else None
+        self._compiled = self._compile_renderer()
+
+    def _compile_renderer(self):
+        return torch.compile(render_images, dynamic=False, fullgraph=True) if self.compile else None
+
+    def __getstate__(self) -> dict:
+        # A compiled function does not pickle (DataLoader workers under "spawn"); each process compiles its own.
+        return {k: v for k, v in self.__dict__.items() if k != "_compiled"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._compiled = self._compile_renderer()
 
     def attribute_index(self, name: str) -> int:
         """Index of ``name`` in :attr:`attribute_names` (KeyError listing valid names)."""
