@@ -499,6 +499,30 @@ def study_argument_parser(description: str, default_output: str) -> argparse.Arg
     return parser
 
 
+def run_and_write_study(args: argparse.Namespace, variants: Sequence[Variant], scale: StudyScale, name: str,
+                        title: str, info_columns: Sequence[str], claims: Callable[[dict], list[str]],
+                        claims_heading: str = "**Claims**", lead_notes: Sequence[str] = (),
+                        on_write: Optional[Callable[[dict], None]] = None) -> tuple[Path, Path]:
+    """One study command: run the ``--rows`` chosen, rewrite the table after every row, print the claims.
+
+    Claims need every row, so a partial table (an interrupted run) is written without them.
+    """
+    out = Path(args.output_dir)
+
+    def write(study: dict) -> tuple[Path, Path]:
+        if on_write is not None:
+            on_write(study)
+        lines = claims(study) if study["complete"] else []
+        notes = [*lead_notes, *(["", claims_heading, "", *[f"- {line}" for line in lines]] if lines else [])]
+        return write_study_table(study, out, name, title, info_columns=info_columns, notes=notes)
+
+    study = run_study(select_rows(variants, args.rows), scale, args.seeds, args.tasks, Path(args.cache_dir),
+                      on_row=write)
+    md, csv_path = write(study)
+    print("\n".join(claims(study)))
+    return md, csv_path
+
+
 def select_rows(variants: Sequence[Variant], rows: Optional[Sequence[str]]) -> list[Variant]:
     """The variants named (or prefixed) by ``--rows``; all when None. Unknown names are an error listing the rows."""
     if not rows:

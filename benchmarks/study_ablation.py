@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.studies import Variant, claim_line, run_study, scale_from_args, select_rows, study_argument_parser, write_study_table  # noqa: E402
+from benchmarks.studies import Variant, claim_line, run_and_write_study, scale_from_args, study_argument_parser  # noqa: E402
 
 ABS, SIGNED = "|α_y − α_x|", "α_y − α_x"
 VARIANTS = [
@@ -44,19 +44,10 @@ def claims(study: dict) -> list[str]:
 
 def main() -> None:
     args = study_argument_parser(__doc__.split("\n")[0], "ablation").parse_args()
-    scale = scale_from_args(args)
-
-    def write(study: dict) -> tuple[Path, Path]:
-        # Claims need every row; a partial table (interrupted run) is written without them.
-        lines = claims(study) if study["complete"] else []
-        notes = ["", "**Claims** (mean Pearson over the tasks; verdicts computed by benchmarks/studies.claim_line)", "",
-                 *[f"- {line}" for line in lines]] if lines else []
-        return write_study_table(study, Path(args.output_dir), "table7", "Table 7 — ablation (fine-tuning)",
-                                 info_columns=("Learning", "Intra GT", "Curriculum"), notes=notes)
-
-    study = run_study(select_rows(VARIANTS, args.rows), scale, args.seeds, args.tasks, Path(args.cache_dir), on_row=write)
-    md, csv_path = write(study)
-    print("\n".join(claims(study)))
+    md, csv_path = run_and_write_study(
+        args, VARIANTS, scale_from_args(args), "table7", "Table 7 — ablation (fine-tuning)",
+        info_columns=("Learning", "Intra GT", "Curriculum"), claims=claims,
+        claims_heading="**Claims** (mean Pearson over the tasks; verdicts computed by benchmarks/studies.claim_line)")
     print(f"Wrote {md} and {csv_path}")
 
 

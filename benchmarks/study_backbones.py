@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.studies import Variant, claim_line, run_study, scale_from_args, select_rows, study_argument_parser, write_study_table  # noqa: E402
+from benchmarks.studies import Variant, claim_line, run_and_write_study, scale_from_args, study_argument_parser  # noqa: E402
 
 VARIANTS = [
     Variant("ResNet18", backbone="resnet18", info=(("Backbone", "resnet18"),)),
@@ -40,17 +40,9 @@ def claims(study: dict) -> list[str]:
 
 def main() -> None:
     args = study_argument_parser(__doc__.split("\n")[0], "backbones").parse_args()
-    scale = scale_from_args(args, **CPU_OVERRIDES)
-
-    def write(study: dict):
-        lines = claims(study) if study["complete"] else []
-        notes = ["", "**Claims**", "", *[f"- {l}" for l in lines]] if lines else []
-        return write_study_table(study, Path(args.output_dir), "table8", "Table 8 — backbones (fine-tuning)",
-                                 info_columns=("Backbone",), notes=notes)
-
-    study = run_study(select_rows(VARIANTS, args.rows), scale, args.seeds, args.tasks, Path(args.cache_dir), on_row=write)
-    md, csv_path = write(study)
-    print("\n".join(claims(study)))
+    md, csv_path = run_and_write_study(
+        args, VARIANTS, scale_from_args(args, **CPU_OVERRIDES), "table8", "Table 8 — backbones (fine-tuning)",
+        info_columns=("Backbone",), claims=claims)
     print(f"Wrote {md} and {csv_path}")
 
 

@@ -22,11 +22,9 @@ from benchmarks.studies import (  # noqa: E402
     Variant,
     claim_line,
     mean_over_tasks,
-    run_study,
+    run_and_write_study,
     scale_from_args,
-    select_rows,
     study_argument_parser,
-    write_study_table,
 )
 
 #: (identities, pairs per epoch) of each point. CPU: 4 scales up to Table 7's setting (200 identities, 256 pairs).
@@ -94,21 +92,18 @@ def claims(study: dict, points: list[tuple[int, int]]) -> list[str]:
 
 def main() -> None:
     args = study_argument_parser(__doc__.split("\n")[0], "scale").parse_args()
-    scale = scale_from_args(args)
     points = CPU_POINTS if args.scale == "cpu" else PAPER_POINTS
     out = Path(args.output_dir)
-
-    def write(study: dict):
-        lines = claims(study, points) if study["complete"] else []
-        notes = ["", "Plot: [figure3.png](figure3.png)", ""] + (["**Claims**", "", *[f"- {l}" for l in lines]] if lines else [])
-        plot(study, points, out / "figure3.png") if study["rows"] else None
-        return write_study_table(study, out, "figure3", "Figure 3 — training scale (fine-tuning)",
-                                 info_columns=("Identities", "Pairs/epoch"), notes=notes)
-
     out.mkdir(parents=True, exist_ok=True)
-    study = run_study(select_rows(variants(points), args.rows), scale, args.seeds, args.tasks, Path(args.cache_dir), on_row=write)
-    md, csv_path = write(study)
-    print("\n".join(claims(study, points)))
+
+    def write_plot(study: dict) -> None:
+        if study["rows"]:
+            plot(study, points, out / "figure3.png")
+
+    md, csv_path = run_and_write_study(
+        args, variants(points), scale_from_args(args), "figure3", "Figure 3 — training scale (fine-tuning)",
+        info_columns=("Identities", "Pairs/epoch"), claims=lambda study: claims(study, points),
+        lead_notes=("", "Plot: [figure3.png](figure3.png)"), on_write=write_plot)
     print(f"Wrote {md}, {csv_path} and {out / 'figure3.png'}")
 
 

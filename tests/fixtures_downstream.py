@@ -1,7 +1,6 @@
 """Writers of small downstream-dataset fixtures in the real on-disk layouts.
 
-Reusable by any test (``from tests.fixtures_downstream import write_disfa_fixture`` or,
-with ``tests/`` on ``sys.path``, ``from fixtures_downstream import ...``). Images are
+Reusable by any test (``from tests.fixtures_downstream import write_disfa_fixture``). Images are
 48x48 drawn "faces" whose mouth curvature follows the value, so they are cheap to write
 and decode yet not constant; DISFA videos are real AVI files encoded with PyAV.
 """

@@ -13,26 +13,14 @@ from dataset_builders.disfa import Disfa
 from dataset_builders.face_change import FaceChange
 from dataset_builders.fgnet import Fgnet
 
-# tests/ is on sys.path under pytest's default import mode; the package form covers a
-# tests/__init__.py or running from the repository root.
-try:
-    from fixtures_downstream import (
-        DISFA_SUBJECTS,
-        disfa_intensity,
-        draw_face,
-        write_disfa_fixture,
-        write_face_change_fixture,
-        write_fgnet_fixture,
-    )
-except ImportError:  # pragma: no cover
-    from tests.fixtures_downstream import (
-        DISFA_SUBJECTS,
-        disfa_intensity,
-        draw_face,
-        write_disfa_fixture,
-        write_face_change_fixture,
-        write_fgnet_fixture,
-    )
+from tests.fixtures_downstream import (
+    DISFA_SUBJECTS,
+    disfa_intensity,
+    draw_face,
+    write_disfa_fixture,
+    write_face_change_fixture,
+    write_fgnet_fixture,
+)
 
 
 def _build(builder):

@@ -6,6 +6,7 @@ scratch row on one synthetic task, then reruns the study to check that the cache
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 from pathlib import Path
@@ -98,6 +99,17 @@ def test_micro_study_table_and_cache_reuse(tmp_path, monkeypatch):
     assert any("reuse pretraining 'Both'" in line for line in logs)
     assert again["rows"]["Both"]["summary"] == study["rows"]["Both"]["summary"]
     assert Path(again["rows"]["Both"]["per_seed"][0]["init"]).is_dir()
+
+    # The study commands' driver (from the cache): the table gets the claims once every row is done.
+    args = argparse.Namespace(output_dir=str(tmp_path / "cmd"), rows=None, seeds=[0], tasks=["synthetic_smile"],
+                              cache_dir=str(tmp_path / "cache"))
+    written = []
+    md, _ = studies.run_and_write_study(args, variants, scale, "micro", "Micro", ("Learning",),
+                                        claims=lambda s: [claim_line(s, "Both > scratch", "Both", "Scratch")],
+                                        lead_notes=("", "Lead note"), on_write=lambda s: written.append(len(s["rows"])))
+    text = md.read_text()
+    assert "Lead note" in text and "**Claims**" in text and "- Both > scratch" in text
+    assert written == [1, 2, 2]  # after each row, then the final table
 
 
 def test_override_and_rows_flags():
