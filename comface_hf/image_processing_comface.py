@@ -1,28 +1,59 @@
-"""ComFace image processor: any image (PIL, numpy, torch; RGB, grayscale or RGBA) -> normalised [N, 3, S, S]."""
+"""ComFace image processor: any photo -> the face aligned into the canonical frame -> normalised [N, 3, S, S]."""
 
 from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import PILImageResampling
+from transformers.processing_utils import ImagesKwargs
 
 # The synthetic corpus is rendered without any dataset statistics; ComFace trains from scratch, so a symmetric
 # normalisation to [-1, 1] is used for every backbone.
 COMFACE_MEAN = [0.5, 0.5, 0.5]
 COMFACE_STD = [0.5, 0.5, 0.5]
 
+#: Values of the ``align`` option.
+ALIGN_MODES = (True, False, "auto")
+
+
+def _is_url(image: Any) -> bool:
+    return isinstance(image, str) and image.startswith(("http://", "https://"))
+
+
+class ComFaceImageProcessorKwargs(ImagesKwargs, total=False):
+    align: Union[bool, str, None]
+
 
 class ComFaceImageProcessor(TorchvisionBackend):
-    r"""Resize the shorter side to `size["shortest_edge"]`, centre-crop to `crop_size`, rescale to [0, 1] and
-    normalise with `image_mean` / `image_std`.
+    r"""Align the face into the canonical frame (:mod:`comface_hf.face_frame`), then rescale to [0, 1] and normalise.
 
-    Accepts PIL images, numpy arrays and torch tensors, channels first or last, uint8 in [0, 255] (or floats with
-    `do_rescale=False`). Grayscale is repeated to three channels, RGBA drops its alpha channel.
+    ``align`` (saved in ``preprocessor_config.json``) decides how a photo becomes a model input:
+
+    * ``"auto"`` (default): the face detector (:class:`~comface_hf.face_alignment.DlibFaceDetector`) looks for a face
+      in each image. An image with a face is warped into the frame, unless it already *is* the frame (a crop made by
+      this aligner, an FFHQ-aligned image, a rendered face: its eyes and mouth already sit where the frame puts them),
+      which is only resized. An image in which no face is found is used as it is (shorter side resized, centre crop)
+      with a warning naming it: small or synthetic crops the detector cannot read still go through.
+    * ``True``: every image must show a face (:class:`~comface_hf.errors.NoFaceError` otherwise).
+    * ``False``: no detection: shorter side resized to ``size["shortest_edge"]``, centre crop to ``crop_size`` (for
+      images that are already aligned crops, e.g. rendered faces during pretraining).
+
+    Landmarks known for an image (a dataset's or a user's; any layout in
+    :data:`~comface_hf.face_alignment.LANDMARK_SCHEMES`) are passed as ``landmarks=[...]``, one entry (or ``None``)
+    per image, and replace the detector for that image.
+
+    Accepts file paths, bytes, PIL images, numpy arrays and torch tensors, channels first or last, uint8 in [0, 255]
+    (or floats with ``do_rescale=False``); EXIF orientation is applied; greyscale, palette, RGBA, 16-bit and CMYK
+    images become RGB.
 
     Example:
         >>> processor = ComFaceImageProcessor(crop_size=112)
-        >>> batch = processor([pil_image_x, pil_image_y], return_tensors="pt")  # pixel_values [2, 3, 112, 112]
+        >>> batch = processor(["before.jpg", "after.jpg"], return_tensors="pt")  # pixel_values [2, 3, 112, 112]
     """
 
     resample = PILImageResampling.BILINEAR
@@ -35,6 +66,8 @@ class ComFaceImageProcessor(TorchvisionBackend):
     do_rescale = True
     do_normalize = True
     do_convert_rgb = True
+    align = "auto"
+    valid_kwargs = ComFaceImageProcessorKwargs
 
     def __init__(self, crop_size: int | dict | None = None, **kwargs):
         # One number sets the model's input size; the resize keeps the crop's share of the image.
@@ -43,7 +76,88 @@ class ComFaceImageProcessor(TorchvisionBackend):
             crop_size = {"height": crop_size, "width": crop_size}
         if crop_size is not None:
             kwargs["crop_size"] = crop_size
+        align = kwargs.get("align", self.align)
+        if align not in ALIGN_MODES:
+            raise ValueError(f"align must be True, False or 'auto', got {align!r}")
         super().__init__(**kwargs)
+        self._aligner = None
+
+    def _frame_size(self, crop_size: Any) -> int:
+        if isinstance(crop_size, int):
+            return crop_size
+        height = crop_size["height"] if isinstance(crop_size, dict) else crop_size.height
+        width = crop_size["width"] if isinstance(crop_size, dict) else crop_size.width
+        if height != width:
+            raise ValueError(f"aligned faces are square; crop_size {height}x{width} is not")
+        return int(height)
+
+    def align_images(
+        self, images: list, landmarks: Optional[list] = None, align: Union[bool, str] = "auto", size: int = 224
+    ) -> tuple[list, list[bool]]:
+        """Each image aligned into the ``size`` frame (PIL) where a face or landmarks are available.
+
+        Returns the images (aligned ones as PIL crops, the others unchanged) and which of them were aligned.
+        """
+        from .face_alignment import FaceAligner, NoFaceError, describe
+
+        if self._aligner is None or self._aligner.size != size:
+            self._aligner = FaceAligner(size=size)
+        if landmarks is not None and len(landmarks) != len(images):
+            raise ValueError(f"{len(images)} images but {len(landmarks)} landmark entries: give one (or None) per image")
+        out, aligned = [], []
+        for i, image in enumerate(images):
+            given = None if landmarks is None else landmarks[i]
+            try:
+                face = self._aligner.align(image, landmarks=given)
+            except NoFaceError:
+                if align is True:
+                    raise
+                warnings.warn(
+                    f"ComFaceImageProcessor: no face found in image {i} ({describe(image)}); using it as it is "
+                    "(resized and centre-cropped). Pass align=False for images that are already face crops.",
+                    stacklevel=3,
+                )
+                out.append(image)
+                aligned.append(False)
+                continue
+            out.append(face.image)
+            aligned.append(True)
+        return out, aligned
+
+    def preprocess(self, images, *args, landmarks: Optional[list] = None, **kwargs):
+        align = kwargs.pop("align", None)
+        align = self.align if align is None else align
+        if align not in ALIGN_MODES:
+            raise ValueError(f"align must be True, False or 'auto', got {align!r}")
+        single = not isinstance(images, (list, tuple))
+        image_list = [images] if single else list(images)
+        if landmarks is not None and single:
+            landmarks = [landmarks]
+        from .face_alignment import load_image
+
+        # Files, bytes and PIL images are read here (EXIF orientation, 16-bit, CMYK...); arrays and tensors keep
+        # their values unless they are aligned (so floats with do_rescale=False still work without alignment).
+        image_list = [
+            im if _is_url(im) else load_image(im) if isinstance(im, (str, os.PathLike, bytes, bytearray, dict))
+            or hasattr(im, "mode") else im
+            for im in image_list
+        ]
+        if align is not False:
+            crop_size = kwargs.get("crop_size") or self.crop_size
+            image_list, aligned = self.align_images(image_list, landmarks, align, self._frame_size(crop_size))
+        elif landmarks is not None:
+            raise ValueError("landmarks were given but align=False; pass align=True or 'auto' to use them")
+        else:
+            aligned = [False] * len(image_list)
+        result = super().preprocess(image_list, *args, **kwargs)
+        if align is not False:
+            result["aligned"] = torch.tensor(aligned)
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out.pop("_aligner", None)  # the loaded detector is state, not configuration
+        return out
 
     def process_image(self, image, *args, **kwargs) -> torch.Tensor:
         """One raw image -> uint8/float tensor [3, H, W]; errors name unreadable inputs."""
@@ -60,7 +174,8 @@ class ComFaceImageProcessor(TorchvisionBackend):
             image = image.convert("RGB")
         elif not hasattr(image, "mode"):
             raise TypeError(
-                f"Cannot read an image of type {type(image).__name__}: pass PIL images, numpy arrays or torch tensors."
+                f"Cannot read an image of type {type(image).__name__}: pass file paths, PIL images, numpy arrays or "
+                "torch tensors."
             )
         image = super().process_image(image, *args, **kwargs)
         if image.shape[0] == 1:
@@ -68,4 +183,4 @@ class ComFaceImageProcessor(TorchvisionBackend):
         return image
 
 
-__all__ = ["ComFaceImageProcessor", "COMFACE_MEAN", "COMFACE_STD"]
+__all__ = ["ALIGN_MODES", "ComFaceImageProcessor", "COMFACE_MEAN", "COMFACE_STD"]

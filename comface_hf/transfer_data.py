@@ -33,7 +33,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import datasets
 import numpy as np
@@ -48,11 +48,14 @@ __all__ = [
     "ChangePairDataset",
     "Fold",
     "ManualDataBuilder",
+    "LANDMARK_MODES",
     "ManualDataConfig",
     "METRICS_DIR",
+    "NO_FACE_COLUMNS",
     "SYNTHETIC_TASK_ATTRIBUTES",
     "change_features",
     "compute_change_metrics",
+    "face_features",
     "load_change_metrics",
     "load_pairs",
     "make_synthetic_task",
@@ -70,10 +73,41 @@ __all__ = [
 BUILD_REPORT_FILENAME = "build_report.json"
 
 
-def change_features(**extra: datasets.features.FeatureType) -> datasets.Features:
+#: Where a builder's landmarks come from (``ManualDataConfig.landmarks``).
+LANDMARK_MODES: tuple[str, ...] = ("auto", "dataset", "detector", "none")
+
+
+def face_features() -> dict[str, datasets.features.FeatureType]:
+    """The face columns a real-photo builder stores next to each image, so alignment needs no second detection.
+
+    ``landmarks`` ``[N, 2]`` in source pixels (pixel-index coordinates) in the layout ``landmark_scheme`` (see
+    ``comface_hf.face_alignment.LANDMARK_SCHEMES``); ``landmark_source`` is ``"dataset"`` (the dataset's or the
+    user's points), ``"detector"`` or ``""`` (``landmarks="none"``); ``face_score`` the detector's score (null for
+    given landmarks); ``num_faces`` how many faces the detector saw (the largest is used); ``face_frame_side`` the
+    side of the face frame in source pixels (how large the face is in the photo).
+    """
+    return {
+        "landmarks": datasets.Sequence(datasets.Sequence(datasets.Value("float32"), length=2)),
+        "landmark_scheme": datasets.Value("string"),
+        "landmark_source": datasets.Value("string"),
+        "face_score": datasets.Value("float32"),
+        "num_faces": datasets.Value("int32"),
+        "face_frame_side": datasets.Value("float32"),
+    }
+
+
+#: The face columns of an image stored without landmarks (``landmarks="none"``).
+NO_FACE_COLUMNS: dict[str, Any] = {
+    "landmarks": [], "landmark_scheme": "", "landmark_source": "", "face_score": None, "num_faces": 0,
+    "face_frame_side": None,
+}
+
+
+def change_features(faces: bool = False, **extra: datasets.features.FeatureType) -> datasets.Features:
     """Features shared by every downstream builder: ``image``, ``subject``, ``value``.
 
-    Task-specific columns (``frame`` for DISFA, ``timestamp`` for face_change) are passed
+    ``faces=True`` adds the :func:`face_features` columns (real photographs; synthetic tasks are rendered in the
+    face frame already). Task-specific columns (``frame`` for DISFA, ``timestamp`` for face_change) are passed
     as keyword arguments and appended after the shared ones.
     """
     return datasets.Features(
@@ -81,6 +115,7 @@ def change_features(**extra: datasets.features.FeatureType) -> datasets.Features
             "image": datasets.Image(),
             "subject": datasets.Value("string"),
             "value": datasets.Value("float32"),
+            **(face_features() if faces else {}),
             **extra,
         }
     )
@@ -95,20 +130,30 @@ class BuildReport:
             1-5, subsampling) and were checked for readability.
         num_rows: rows written to the dataset.
         bad_images: ``"<file>: <reason>"`` for every unreadable or corrupt image skipped.
+        no_face_images: images skipped because no face was found (or, with ``landmarks="dataset"``, none was
+            given); they count towards ``max_bad_fraction`` like unreadable ones.
+        multi_face_images: images in which the detector saw several faces (the largest was used).
+        small_face_images: images whose face is small for ``face_size`` (kept, with a warning).
         single_image_subjects: subjects left out because fewer than two usable images
             remained (no pair can be formed from them).
+        landmark_sources: how many kept images took their landmarks from the dataset, the detector, ...
         notes: other things worth knowing (ignored files, frame-count tolerance, ...).
     """
 
     num_candidates: int = 0
     num_rows: int = 0
     bad_images: list[str] = field(default_factory=list)
+    no_face_images: list[str] = field(default_factory=list)
+    multi_face_images: list[str] = field(default_factory=list)
+    small_face_images: list[str] = field(default_factory=list)
     single_image_subjects: list[str] = field(default_factory=list)
+    landmark_sources: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
     def num_bad_images(self) -> int:
-        return len(self.bad_images)
+        """Images left out: unreadable ones and those without a face."""
+        return len(self.bad_images) + len(self.no_face_images)
 
     @property
     def bad_fraction(self) -> float:
@@ -125,7 +170,8 @@ class BuildReport:
     def summary(self) -> str:
         return (
             f"{self.num_rows} rows from {self.num_candidates} candidate images; "
-            f"{self.num_bad_images} unreadable image(s) skipped; "
+            f"{len(self.bad_images)} unreadable image(s) and {len(self.no_face_images)} without a face skipped; "
+            f"{len(self.multi_face_images)} with several faces (largest used); "
             f"{len(self.single_image_subjects)} subject(s) with fewer than 2 images left out"
         )
 
@@ -136,11 +182,23 @@ class ManualDataConfig(datasets.BuilderConfig):
 
     Attributes:
         max_bad_fraction: fail when more than this fraction of candidate images is
-            unreadable; below it, bad images are skipped and reported. A high fraction
-            usually means a wrong folder or a broken copy rather than a few bad files.
+            unreadable or shows no face; below it, such images are skipped and reported. A high
+            fraction usually means a wrong folder or a broken copy rather than a few bad files.
+        landmarks: where each image's face landmarks come from: ``"auto"`` (the dataset's or the
+            user's landmarks when an image has them, else the face detector), ``"dataset"`` (only
+            those; images without are skipped), ``"detector"`` (always detect) or ``"none"`` (no
+            landmarks: images are used whole, as before alignment existed).
+        detector: the face detector (``"dlib"``); its results are cached under the ``datasets``
+            cache folder (``comface_landmarks/``), so a rebuild does not detect again.
+        face_size: the side, in pixels, of the aligned crops these images are meant for (the model's
+            input size). Faces whose frame spans fewer than half of it in the photo are kept but counted
+            in ``build_report.small_face_images``, with a warning: they will be upsampled and blurred.
     """
 
     max_bad_fraction: float = 0.1
+    landmarks: str = "auto"
+    detector: str = "dlib"
+    face_size: Optional[int] = None
 
 
 def check_image_bytes(data: bytes) -> str | None:
@@ -150,11 +208,13 @@ def check_image_bytes(data: bytes) -> str | None:
     ``Image.verify()`` or lazy opening would let through and that would otherwise only
     fail in the middle of training.
     """
+    from .face_alignment import MIN_IMAGE_SIDE
+
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            if img.width < 1 or img.height < 1:
-                return "image has zero size"
+            if img.width < MIN_IMAGE_SIDE or img.height < MIN_IMAGE_SIDE:
+                return f"image is only {img.width}x{img.height} px: too small to show a face"
     except UnidentifiedImageError:
         return "not a recognised image format"
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
@@ -189,6 +249,64 @@ class ManualDataBuilder(datasets.GeneratorBasedBuilder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._report: BuildReport | None = None
+        self._landmark_cache: Any = None
+        if self.config.landmarks not in LANDMARK_MODES:
+            raise ValueError(
+                f"landmarks={self.config.landmarks!r} is not one of {', '.join(LANDMARK_MODES)}: 'auto' uses the "
+                "dataset's landmarks and detects the rest, 'dataset' only the dataset's, 'detector' always "
+                "detects, 'none' stores no landmarks"
+            )
+
+    # -- face landmarks -------------------------------------------------------------
+
+    def _detect_faces(self, data: bytes) -> list[Any]:
+        """The detector's faces in one image (largest first), run once per distinct image content (cached)."""
+        from .face_alignment import LandmarkCache, get_detector, image_key
+
+        if self._landmark_cache is None:
+            folder = os.path.join(self._cache_dir_root, "comface_landmarks")
+            self._landmark_cache = LandmarkCache(folder, get_detector(self.config.detector))
+        return self._landmark_cache.detect(image_key(data), data)
+
+    def _face_columns(
+        self, name: str, data: bytes, given: Any = None, given_scheme: str = "auto",
+        detected: Optional[list[Any]] = None,
+    ) -> dict[str, Any] | None:
+        """The :func:`face_features` columns of one image, or ``None`` (counted in the report) when it has no face.
+
+        ``given`` are landmarks the dataset or the user supplied for this image (used unless
+        ``landmarks="detector"``); otherwise the detector runs (or ``detected`` is used when the caller already
+        has the detections, e.g. smoothed across a video).
+        """
+        from .face_alignment import face_columns
+
+        report = self._report
+        mode = self.config.landmarks
+        if mode == "none":
+            return dict(NO_FACE_COLUMNS)
+        if given is not None and mode in ("auto", "dataset"):
+            columns = face_columns(given, given_scheme, "dataset")
+        elif mode == "dataset":
+            report.no_face_images.append(f"{name}: no landmarks given (landmarks='dataset')")
+            return None
+        else:
+            faces = self._detect_faces(data) if detected is None else detected
+            if not faces:
+                report.no_face_images.append(f"{name}: no face found")
+                return None
+            if len(faces) > 1:
+                report.multi_face_images.append(f"{name}: {len(faces)} faces, used the largest")
+            columns = face_columns(faces[0].landmarks, faces[0].scheme, "detector", faces[0].score, len(faces))
+        source = columns["landmark_source"]
+        report.landmark_sources[source] = report.landmark_sources.get(source, 0) + 1
+        from .face_alignment import MIN_SOURCE_FRACTION
+
+        size = self.config.face_size
+        if size and columns["face_frame_side"] < MIN_SOURCE_FRACTION * size:
+            report.small_face_images.append(
+                f"{name}: the face spans {columns['face_frame_side']:.0f} px, under half the {size} px crop"
+            )
+        return columns
 
     # -- data_dir handling ----------------------------------------------------------
 
@@ -214,21 +332,40 @@ class ManualDataBuilder(datasets.GeneratorBasedBuilder):
         return self._report
 
     def _check_bad_fraction(self, report: BuildReport, where: str) -> None:
-        """Raise when too many images were unreadable; otherwise warn about the skipped ones."""
-        if not report.bad_images:
+        """Raise when too many images were unreadable or faceless; otherwise warn about the skipped ones."""
+        skipped = report.bad_images + report.no_face_images
+        if report.small_face_images:
+            warnings.warn(
+                f"{self.name}: {len(report.small_face_images)} face(s) are small for {self.config.face_size} px crops "
+                f"and will be upsampled (see build_report.small_face_images). First: {report.small_face_images[0]}",
+                stacklevel=2,
+            )
+        if report.multi_face_images:
+            warnings.warn(
+                f"{self.name}: {len(report.multi_face_images)} image(s) show several faces; the largest was used "
+                f"(see build_report.multi_face_images). First: {report.multi_face_images[0]}",
+                stacklevel=2,
+            )
+        if not skipped:
             return
         limit = float(self.config.max_bad_fraction)
-        examples = "\n  ".join(report.bad_images[:5])
+        examples = "\n  ".join(skipped[:5])
+        what = f"{len(report.bad_images)} unreadable or corrupt and {len(report.no_face_images)} without a face"
         if report.bad_fraction > limit:
+            fix = "Check that the copy is complete"
+            if report.no_face_images:
+                fix += (
+                    ", that the images show faces (or give their landmarks, or build with landmarks='none' to use "
+                    "them whole)"
+                )
             raise ValueError(
-                f"{report.num_bad_images} of {report.num_candidates} images under {where} are "
-                f"unreadable or corrupt ({report.bad_fraction:.1%} > max_bad_fraction={limit:.0%}). "
-                f"First ones:\n  {examples}\nCheck that the copy is complete, or raise "
-                f"max_bad_fraction to skip them anyway."
+                f"{report.num_bad_images} of {report.num_candidates} images under {where} cannot be used ({what}; "
+                f"{report.bad_fraction:.1%} > max_bad_fraction={limit:.0%}). First ones:\n  {examples}\n"
+                f"{fix}, or raise max_bad_fraction to skip them anyway."
             )
         msg = (
-            f"{self.name}: skipped {report.num_bad_images} unreadable image(s) of "
-            f"{report.num_candidates} under {where}; see builder.build_report. First ones:\n  {examples}"
+            f"{self.name}: skipped {len(report.bad_images)} unreadable and {len(report.no_face_images)} faceless "
+            f"image(s) of {report.num_candidates} under {where}; see builder.build_report. First ones:\n  {examples}"
         )
         # warnings (not logging) so callers and tests can catch it; also in build_report.
         warnings.warn(msg, stacklevel=2)
@@ -275,6 +412,11 @@ class ManualDataBuilder(datasets.GeneratorBasedBuilder):
             if isinstance(cause, (ValueError, FileNotFoundError)):
                 raise cause from None
             raise
+        finally:
+            # Detections are kept even when the build stops (e.g. too many faceless images): fixing the data and
+            # building again does not detect the same images again.
+            if self._landmark_cache is not None:
+                self._landmark_cache.save()
         if self._report is not None:
             # _output_dir is the temporary build folder here; it is renamed to the cache
             # folder on success, so the report is found again on a cached reload.

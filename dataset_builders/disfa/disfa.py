@@ -9,6 +9,12 @@ and the change ``intensity_y - intensity_x`` are formed later
 Frames come from the left-camera videos (decoded with PyAV) or, faster, from a folder of
 already extracted frames; see ``_LAYOUT`` / README.md.
 
+Faces: DISFA has no landmarks of its own here, so the face detector finds each kept frame's
+68 landmarks (cached, so a rebuild does not detect again); a subject's landmarks are then
+smoothed across its frames (Gaussian, ``landmark_smoothing`` frames) because detector jitter
+from frame to frame would read as facial change, and a frame where the detector missed the face
+takes its neighbours' landmarks when they are close in time.
+
 Usage::
 
     from dataset_builders.disfa import Disfa
@@ -86,6 +92,8 @@ class DisfaConfig(ManualDataConfig):
         allow_frame_count_mismatch: by default a label file whose frame count differs from
             its video's is an error (misaligned labels would silently corrupt the task);
             ``True`` uses the frames both cover and notes it in the build report.
+        landmark_smoothing: standard deviation, in frames, of the Gaussian that steadies detected
+            landmarks across a subject's frames (0: no smoothing).
     """
 
     au: int = 12
@@ -96,6 +104,7 @@ class DisfaConfig(ManualDataConfig):
     frame_format: str = "jpeg"
     jpeg_quality: int = 95
     allow_frame_count_mismatch: bool = False
+    landmark_smoothing: float = 2.0
 
 
 @dataclass
@@ -112,7 +121,7 @@ class _SubjectPlan:
 class Disfa(ManualDataBuilder):
     """DISFA: one row per kept frame: ``image``, ``subject`` (e.g. ``"SN001"``), ``value`` (intensity), ``frame``."""
 
-    VERSION = datasets.Version("1.0.0")
+    VERSION = datasets.Version("1.1.0")  # 1.1.0: face landmark columns
     BUILDER_CONFIG_CLASS = DisfaConfig
     BUILDER_CONFIGS = [
         DisfaConfig(name="au6", version=VERSION, au=6, description="AU6 (cheek raiser) intensity 1-5."),
@@ -124,7 +133,7 @@ class Disfa(ManualDataBuilder):
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description=_DESCRIPTION,
-            features=change_features(frame=datasets.Value("int32")),
+            features=change_features(faces=True, frame=datasets.Value("int32")),
             homepage=_HOMEPAGE,
             citation=_CITATION,
         )
@@ -319,6 +328,27 @@ class Disfa(ManualDataBuilder):
         for missing in (f for f in wanted if f > index):
             yield missing, None, "video ended before this frame"
 
+    def _subject_faces(self, plan: _SubjectPlan, frames: list[tuple[int, bytes]]) -> list[dict[str, Any] | None]:
+        """Face columns of a subject's frames, with landmarks smoothed across the frames (see module doc)."""
+        from comface_hf.face_alignment import FaceDetection, smooth_landmark_tracks
+
+        if self.config.landmarks == "none":
+            return [self._face_columns("", data) for _, data in frames]
+        detections = [self._detect_faces(data) for _, data in frames]
+        tracks = smooth_landmark_tracks(
+            [f for f, _ in frames], [d[0].landmarks if d else None for d in detections], self.config.landmark_smoothing
+        )
+        out = []
+        for (frame, data), found, smoothed in zip(frames, detections, tracks):
+            name = f"{plan.path}: frame {frame}"
+            if smoothed is not None and found:
+                found = [FaceDetection(smoothed, found[0].scheme, found[0].box, found[0].score), *found[1:]]
+            elif smoothed is not None:  # missed here, but its neighbours in time saw the face
+                found = [FaceDetection(smoothed, "ibug68", (0.0, 0.0, 0.0, 0.0), float("nan"))]
+                self._report.notes.append(f"{name}: no face detected; landmarks interpolated from nearby frames")
+            out.append(self._face_columns(name, data, detected=found))
+        return out
+
     def _generate_examples(self, plans: list[_SubjectPlan], where: str) -> Iterator[tuple[int, dict[str, Any]]]:
         report = self._report
         key = 0
@@ -327,10 +357,16 @@ class Disfa(ManualDataBuilder):
                 frames = ((f, *read_checked_image(Path(plan.frame_files[f]))) for f in plan.frames)
             else:
                 frames = self._video_frames(plan)
+            # One subject at a time: its frames are read, their faces found and smoothed over time, then written.
+            readable: list[tuple[int, bytes]] = []
             for frame, data, reason in frames:
                 if data is None:
                     if report is not None:
                         report.bad_images.append(f"{plan.path}: frame {frame}: {reason}")
+                    continue
+                readable.append((frame, data))
+            for (frame, data), faces in zip(readable, self._subject_faces(plan, readable)):
+                if faces is None:
                     continue
                 ext = "png" if plan.source == "video" and self.config.frame_format == "png" else "jpg"
                 name = f"{plan.subject}_{frame:05d}.{ext}" if plan.source == "video" else Path(plan.frame_files[frame]).name
@@ -339,10 +375,11 @@ class Disfa(ManualDataBuilder):
                     "subject": plan.subject,
                     "value": float(plan.frames[frame]),
                     "frame": frame,
+                    **faces,
                 }
                 key += 1
         if report is not None:
             report.num_rows = key
-            # Video decoding failures are only known now; the error (if any) replaces the
+            # Video decoding failures and faceless frames are only known now; the error (if any) replaces the
             # partial build, which datasets discards.
             self._check_bad_fraction(report, where)

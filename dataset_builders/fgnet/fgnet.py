@@ -5,6 +5,11 @@ FG-NET (1002 images, 82 subjects, ages 0-69) names each image ``<subject>A<age><
 row per readable image with ``value`` = age in years; pairs and the age change
 ``age_y - age_x`` are formed later (``comface_hf.transfer_data.sample_change_pairs``).
 
+Landmarks: FG-NET ships 68 manually placed points per image (``points/001a02.pts``) in its
+own markup (not iBUG order: pupils 31 and 36, mouth corners 48 and 54). They are stored with
+each row (``landmark_source="dataset"``, scheme ``fgnet68``) and used to align the face; images
+without a ``.pts`` file get the face detector's landmarks (``landmarks="auto"``, the default).
+
 Usage::
 
     from dataset_builders.fgnet import Fgnet
@@ -23,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from tqdm.auto import tqdm
 
+from comface_hf.errors import ComFaceInputError
+from comface_hf.face_alignment import read_pts
 from comface_hf.transfer_data import ManualDataBuilder, ManualDataConfig, change_features, read_checked_image
 
 _DESCRIPTION = "FG-NET face images with ages, for estimating age change between two images of one person."
@@ -41,6 +49,11 @@ _CITATION = """\
 FILENAME_PATTERN = re.compile(r"^(?P<subject>\d{3})A(?P<age>\d{1,3})(?P<suffix>[A-Z]?)\.(?:jpe?g)$", re.IGNORECASE)
 #: Folders (relative to data_dir) searched for the images, in this order.
 SEARCH_FOLDERS = (".", "images", "FGNET/images", "FGNET", "FG-NET/images", "FG-NET")
+#: Folders (relative to data_dir) searched for the 68-point ``.pts`` files; the image folder and its sibling
+#: ``points`` folder are searched too.
+POINTS_FOLDERS = ("points", "FGNET/points", "FG-NET/points")
+#: FG-NET's own 68-point markup (see comface_hf.face_alignment.LANDMARK_SCHEMES).
+FGNET_SCHEME = "fgnet68"
 _IMAGE_SUFFIXES = {".jpg", ".jpeg"}
 
 _LAYOUT = """\
@@ -58,7 +71,7 @@ folder as data_dir, e.g. Fgnet(data_dir="/data/FGNET").
 class Fgnet(ManualDataBuilder):
     """FG-NET: one row per image with ``image``, ``subject`` (e.g. ``"001"``), ``value`` (age)."""
 
-    VERSION = datasets.Version("1.0.0")
+    VERSION = datasets.Version("1.1.0")  # 1.1.0: face landmark columns
     BUILDER_CONFIG_CLASS = ManualDataConfig
     BUILDER_CONFIGS = [ManualDataConfig(name="default", version=VERSION, description="Age per image.")]
     DEFAULT_CONFIG_NAME = "default"
@@ -66,8 +79,20 @@ class Fgnet(ManualDataBuilder):
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
-            description=_DESCRIPTION, features=change_features(), homepage=_HOMEPAGE, citation=_CITATION
+            description=_DESCRIPTION, features=change_features(faces=True), homepage=_HOMEPAGE, citation=_CITATION
         )
+
+    @staticmethod
+    def _find_points(data_dir: Path, image_folder: Path) -> dict[str, Path]:
+        """``.pts`` files by lower-case stem (``001a02``), from the usual FG-NET folders."""
+        folders = [data_dir / rel for rel in POINTS_FOLDERS] + [image_folder, image_folder.parent / "points"]
+        found: dict[str, Path] = {}
+        for folder in folders:
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    if path.suffix.lower() == ".pts" and path.is_file():
+                        found.setdefault(path.stem.lower(), path)
+        return found
 
     def _find_image_folder(self, data_dir: Path) -> tuple[Path, list[Path]]:
         """The first search folder holding FG-NET-named images, and those images."""
@@ -100,31 +125,44 @@ class Fgnet(ManualDataBuilder):
                 f"ignored {len(ignored)} .jpg file(s) not named <subject>A<age>: {', '.join(ignored[:10])}"
             )
 
-        # Decode every image now, before writing: bad files are skipped and counted here so
-        # the bad-fraction error is raised before any output is written.
+        points = self._find_points(data_dir, folder) if self.config.landmarks != "none" else {}
+        if self.config.landmarks in ("auto", "dataset") and not points:
+            report.notes.append("no FG-NET .pts landmark files found (looked in points/ folders); faces detected")
+
+        # Decode every image now, before writing: bad files (and, in landmark modes, faceless ones) are
+        # skipped and counted here so the bad-fraction error is raised before any output is written.
         report.num_candidates = len(files)
-        by_subject: dict[str, list[tuple[str, float]]] = defaultdict(list)
-        for path in files:
-            _, reason = read_checked_image(path)
+        by_subject: dict[str, list[tuple[str, float, dict]]] = defaultdict(list)
+        for path in tqdm(files, desc="fgnet: checking images and landmarks", disable=len(files) < 50):
+            data, reason = read_checked_image(path)
             if reason:
                 report.bad_images.append(f"{path}: {reason}")
                 continue
+            pts = points.get(path.stem.lower())
+            try:
+                given = read_pts(pts) if pts is not None else None
+                faces = self._face_columns(str(path), data, given, FGNET_SCHEME)
+            except ComFaceInputError as exc:  # a malformed .pts file: that image is skipped, the build goes on
+                report.bad_images.append(f"{pts}: {exc}")
+                continue
+            if faces is None:
+                continue
             m = FILENAME_PATTERN.match(path.name)
             assert m is not None  # filtered above
-            by_subject[m["subject"]].append((str(path), float(int(m["age"]))))
+            by_subject[m["subject"]].append((str(path), float(int(m["age"])), faces))
         self._check_bad_fraction(report, str(folder))
         by_subject = self._drop_small_subjects(report, by_subject)
-        items = [(s, path, age) for s in sorted(by_subject) for path, age in by_subject[s]]
+        items = [(s, path, age, faces) for s in sorted(by_subject) for path, age, faces in by_subject[s]]
         return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"items": items})]
 
-    def _generate_examples(self, items: list[tuple[str, str, float]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _generate_examples(self, items: list[tuple[str, str, float, dict]]) -> Iterator[tuple[int, dict[str, Any]]]:
         report = self._report
-        for key, (subject, path, age) in enumerate(items):
+        for key, (subject, path, age, faces) in enumerate(items):
             # Embed the bytes (not the path) so the prepared dataset does not depend on
             # the user's folder staying in place.
             data, reason = read_checked_image(Path(path))
             if data is None:  # changed since the check above
                 raise ValueError(f"{path} became unreadable during the build ({reason}); rebuild")
-            yield key, {"image": {"bytes": data, "path": Path(path).name}, "subject": subject, "value": age}
+            yield key, {"image": {"bytes": data, "path": Path(path).name}, "subject": subject, "value": age, **faces}
         if report is not None:
             report.num_rows = len(items)
