@@ -90,6 +90,8 @@ def main() -> None:
                         help="linear alignment rows (issue 11) besides auto (= FG-NET's own landmarks when every image "
                              "has its .pts; add 'landmarks' to run it separately)")
     parser.add_argument("--jaffe_align", default="detector,none")
+    parser.add_argument("--table_only", action="store_true",
+                        help="write the table from finished runs only (start nothing; unfinished rows are left out)")
     parser.add_argument("--cache_dir", default="/tmp/comface_realface_cache", help="datasets cache (outside the repo)")
     parser.add_argument("--out", default="benchmarks/results/realface")
     args = parser.parse_args()
@@ -134,6 +136,8 @@ def main() -> None:
     for ds, align, mode in jobs:
         task, _, folds, what = DATASETS[ds]
         key = (ds, align)
+        if key not in data_cache and args.table_only:
+            data_cache[key] = type("Data", (), {"align": align})()
         if key not in data_cache:
             t0 = time.perf_counter()
             data_cache[key] = load_task_dataset(task, folders[ds], image_size=image_size, cache_dir=args.cache_dir,
@@ -146,11 +150,18 @@ def main() -> None:
             if args.methods != "all" and method not in args.methods.split(","):
                 continue
             run_seeds = finetune_seeds if mode == "finetune" else (seeds if init == "scratch" else seeds[:1])
-            results = []
+            results, no_change = [], None
             for seed in run_seeds:
                 run_dir = out / "runs" / f"{ds}-{align}-{_slug(method)}-{mode}-s{seed}"
+                if (run_dir / "results.json").is_file() and no_change is None and (run_dir / "predictions.csv").is_file():
+                    import csv
+
+                    with open(run_dir / "predictions.csv", encoding="utf-8") as f:
+                        no_change = float(np.mean([abs(float(row["label"])) for row in csv.DictReader(f)]))
                 if (run_dir / "results.json").is_file():
                     results.append(json.loads((run_dir / "results.json").read_text()))
+                    continue
+                if args.table_only:
                     continue
                 settings = TransferSettings(seed=seed, epochs=args.finetune_epochs if mode == "finetune" else None)
                 accelerator.print(f"\n=== {ds} | align {align} | {method} | {mode} | seed {seed} ===")
@@ -161,11 +172,14 @@ def main() -> None:
                 )
                 results.append(json.loads((run_dir / "results.json").read_text()))
                 accelerator.print(f"    {result['seconds']:.0f} s")
+            if not results:
+                continue
+            run_seeds = run_seeds[: len(results)] if args.table_only else run_seeds
             deterministic = mode == "linear" and init != "scratch"
             records.append({
                 "dataset": ds, "task": task, "what": what, "align": align, "actual_align": data.align,
                 "mode": mode, "method": method, "init": init, "seeds": run_seeds,
-                "deterministic_over_seeds": deterministic, "folds": folds,
+                "deterministic_over_seeds": deterministic, "folds": folds, "no_change_mae": no_change,
                 "num_pairs": results[0]["data"]["num_pairs"], "num_images": results[0]["data"]["num_images"],
                 "landmark_sources": (results[0]["data"]["build_report"] or {}).get("landmark_sources"),
                 "aggregate": pooled(results), "seconds": sum(r["seconds"] for r in results),
@@ -203,7 +217,8 @@ def render(summary: dict) -> str:
         rows = [r for r in main if r["dataset"] == ds]
         what = rows[0]["what"]
         lines += [f"### {ds}: {what}, {rows[0]['folds']} folds, {rows[0]['num_images']} images, "
-                  f"{rows[0]['num_pairs']} pairs (align auto: {rows[0]['actual_align']})", "",
+                  f"{rows[0]['num_pairs']} pairs (align auto); predicting no change scores MAE "
+                  f"{next((r['no_change_mae'] for r in rows if r.get('no_change_mae') is not None), float('nan')):.3f}", "",
                   "| Method | mode | seeds | MAE↓ | Corr.↑ | Acc.↑ (%) |", "|:--|:--|:--|--:|--:|--:|"]
         for r in rows:
             seeds = (f"{len(r['seeds'])} (deterministic)" if r["deterministic_over_seeds"] else str(len(r["seeds"])))
