@@ -4,6 +4,6 @@ The numbers come from :mod:`comface_hf.face_comparison` (shared with the ``face-
 demo page ``app.py``).
 """
 
-from .calibration import calibrate_folder, calibrate_same_person
+from .calibration import calibrate_folder, calibrate_same_person, finish_model_folder
 
-__all__ = ["calibrate_folder", "calibrate_same_person"]
+__all__ = ["calibrate_folder", "calibrate_same_person", "finish_model_folder"]

@@ -166,4 +166,29 @@ def calibrate_folder(folder: str, out: Optional[str] = None, **kwargs: Any) -> d
     return figures
 
 
-__all__ = ["calibrate_folder", "calibrate_same_person", "error_rates", "render_identity_pairs", "threshold_at_far"]
+def finish_model_folder(folder: str, out: Optional[str] = None, **kwargs: Any) -> dict[str, Any]:
+    """What ``training/pretrain.py`` runs on its saved model: measure the same-person threshold (stored in the
+    config, with a line in the model card) and make the folder a ``face-change-estimation`` pipeline folder."""
+    from ..pipeline_comface import add_pipeline_to_folder
+
+    figures = calibrate_folder(folder, out, **kwargs)
+    target = Path(out or folder)
+    add_pipeline_to_folder(str(target))
+    card = target / "README.md"
+    if card.is_file():
+        line = (f"\n**Same-person check** (`comface compare`, the `face-change-estimation` pipeline): cosine of g(f(.)) "
+                f">= {figures['threshold']:.4f}; on held-out rendered identities it accepts {100 * figures['far']:.1f}% "
+                f"of different-person pairs and rejects {100 * figures['frr']:.1f}% of same-person pairs (AUC "
+                f"{figures['auc']:.3f}). Rendered faces only: on real photos it is not validated.\n")
+        tmp = card.with_name(".README.md.tmp")
+        text = card.read_text()
+        text = text.split("\n**Same-person check**")[0].rstrip("\n") + "\n"  # a re-calibration replaces the line
+        tmp.write_text(text + line)
+        os.replace(tmp, card)
+    return figures
+
+
+__all__ = [
+    "calibrate_folder", "calibrate_same_person", "error_rates", "finish_model_folder", "render_identity_pairs",
+    "threshold_at_far",
+]

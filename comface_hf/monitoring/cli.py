@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(sub)
         sub.add_argument("--model", default=os.environ.get("COMFACE_MODEL", DEFAULT_MODEL),
                          help=f"a saved ComFace folder (default: $COMFACE_MODEL or {DEFAULT_MODEL})")
-    sub = commands.add_parser("calibrate", help="measure the same-person threshold on rendered identities")
+    sub = commands.add_parser("calibrate", help="measure the same-person threshold on rendered identities and add the pipeline to a saved folder")
     sub.add_argument("model", help="a saved pretrained ComFace folder")
     sub.add_argument("--out", help="write a calibrated copy here instead of updating the folder's config.json")
     sub.add_argument("--num-identities", type=int, default=200)
@@ -50,9 +50,9 @@ def main(argv: Optional[list[str]] = None):
         from .track import run_track
 
         return run_track(args)
-    from .calibration import calibrate_folder
+    from .calibration import finish_model_folder
 
-    figures = calibrate_folder(args.model, args.out, num_identities=args.num_identities, target_far=args.target_far,
+    figures = finish_model_folder(args.model, args.out, num_identities=args.num_identities, target_far=args.target_far,
                                align=args.align)
     print(json.dumps({k: v for k, v in figures.items() if k != "fit"}, indent=2))
     return figures
