@@ -1,6 +1,6 @@
 """``comface track SERIES --model M``: each photo of a series against a baseline, as a CSV and a plot over time.
 
-SERIES is a folder of photos (ordered by their EXIF capture time, else by file name) or a CSV with the columns
+SERIES is a folder of photos (ordered by their EXIF capture time; photos without one follow, by file name) or a CSV with the columns
 ``image,timestamp`` (image paths relative to the CSV). Photos that cannot be used (no face, unreadable) are listed
 in the CSV and on the terminal with the reason; the rest of the series is still processed.
 """
@@ -73,8 +73,8 @@ def read_series(series: str) -> list[SeriesItem]:
                 f"folder {series!r} holds no photos ({', '.join(sorted(IMAGE_SUFFIXES))}); put the series' images in it"
             )
         items = [SeriesItem(str(p), exif_time(p)) for p in files]
-        if all(item.timestamp for item in items):  # all dated: capture order (file name breaks ties)
-            items.sort(key=lambda item: (item.timestamp, item.path))
+        # Photos with an EXIF capture time in that order, then any without one by file name.
+        items.sort(key=lambda item: (item.timestamp is None, item.timestamp or "", item.path))
         return items
     if path.suffix.lower() != ".csv":
         raise ComFaceInputError(f"series {series!r} is a file but not a .csv; pass a folder or an image,timestamp CSV")
