@@ -163,8 +163,11 @@ class FaceComparer:
 
     # -- images -> aligned crops -> model inputs ---------------------------------------------------------------------
 
-    def align_image(self, image: Any) -> tuple[Any, Optional[AlignedFace], list[str]]:
-        """One image -> (the crop the model sees as PIL, the AlignedFace or None, warnings). Raises on bad input."""
+    def align_image(self, image: Any, landmarks: Any = None, scheme: str = "auto"
+                    ) -> tuple[Any, Optional[AlignedFace], list[str]]:
+        """One image -> (the crop the model sees as PIL, the AlignedFace or None, warnings). Raises on bad input.
+
+        ``landmarks`` (any layout of :data:`~comface_hf.face_alignment.LANDMARK_SCHEMES`) replace the detector."""
         name = describe(image)
         pil = load_image(image)
         notes: list[str] = []
@@ -172,7 +175,7 @@ class FaceComparer:
         if self.align is False:
             return pil.resize((self.size, self.size)) if pil.size != (self.size, self.size) else pil, None, notes
         try:
-            face = self.aligner.align(pil)
+            face = self.aligner.align(pil, landmarks=landmarks, scheme=scheme)
         except NoFaceError as exc:
             if self.align is True:
                 raise NoFaceError(

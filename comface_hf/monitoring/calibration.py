@@ -115,7 +115,7 @@ def calibrate_same_person(
     if num_identities < 8:
         raise ValueError(f"num_identities={num_identities} is too few to measure error rates; use at least 8 (200 default)")
     was_training = model.training
-    comparer = FaceComparer(model, processor, align=align)
+    comparer = FaceComparer(model, processor, align="auto" if align else False)  # a missed render is used whole
     images, _ = render_identity_pairs(num_identities, int(model.config.image_size), generator_seed, seed)
     half = num_identities // 2
     g_fit, i_fit = similarities(comparer, images[:half])
