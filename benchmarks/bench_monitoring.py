@@ -12,7 +12,6 @@ the load average recorded next to them; each speed comes with a baseline measure
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import platform
@@ -58,25 +57,25 @@ def render_photos(folder: Path, n: int, size: int, seed: int = 5) -> list[str]:
     return paths
 
 
-def speed(model_dir: str, work: Path, results: dict) -> None:
+def speed(model_dir: str, work: Path, results: dict, quick: bool = False) -> None:
     import torch
 
     from comface_hf.face_comparison import FaceComparer
     from comface_hf.monitoring.track import SeriesItem, track_series
     from comface_hf.pipeline_comface import register_pipeline
 
-    photos = render_photos(work, 32, 256)  # 64 photos of 32 identities, 256 px
+    photos = render_photos(work, 4 if quick else 32, 256)  # 64 photos of 32 identities, 256 px
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     # Cold start: a fresh `comface compare` process (Python + torch + model + detector + one pair).
     cold = []
-    for k in range(3):
+    for k in range(1 if quick else 3):
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "comface_hf.monitoring.cli", "compare", photos[2 * k], photos[2 * k + 1],
                         "--model", model_dir, "--json"], check=True, capture_output=True, env=env)
         cold.append(time.perf_counter() - start)
     comparer = FaceComparer.from_pretrained(model_dir)
     comparer.compare(photos[0], photos[1])  # warm: detector and model loaded
-    pairs = [(photos[2 * i], photos[2 * i + 1]) for i in range(16)]
+    pairs = [(photos[2 * i], photos[2 * i + 1]) for i in range(len(photos) // 2)][:16]
     start = time.perf_counter()
     for pair in pairs:
         comparer.compare(*pair)
@@ -85,8 +84,11 @@ def speed(model_dir: str, work: Path, results: dict) -> None:
     crops = [comparer.align_image(p)[0] for p in pairs[0]]
     pixels = comparer.pixel_values(crops)
     with torch.no_grad():
-        model_only = median_time(lambda: comparer.scores(*[comparer.embed(pixels)["features"][i:i + 1] for i in (0, 1)]),
-                                 10)
+        def model_only_pair():
+            out = comparer.embed(pixels)  # both images in one batch, as compare does
+            return comparer.scores(out["features"][:1], out["features"][1:], out["embedding"][:1], out["embedding"][1:])
+
+        model_only = median_time(model_only_pair, 10)
     start = time.perf_counter()
     track_series(comparer, [SeriesItem(p) for p in photos], progress=False)
     track_seconds = time.perf_counter() - start
@@ -102,7 +104,7 @@ def speed(model_dir: str, work: Path, results: dict) -> None:
     batched = len(pipe_pairs) / (time.perf_counter() - start)
     start = time.perf_counter()
     pipe(pipe_pairs[:16], batch_size=1)
-    single = 16 / (time.perf_counter() - start)
+    single = len(pipe_pairs[:16]) / (time.perf_counter() - start)
     # Where the time goes at batch 32: the model on 32 pairs (64 images) against the whole pipeline.
     big = torch.cat([pixels] * 32)
     with torch.no_grad():
@@ -124,7 +126,7 @@ def speed(model_dir: str, work: Path, results: dict) -> None:
     print(json.dumps(results["speed"], indent=2))
 
 
-def rendered_rates(model_dir: str, results: dict) -> None:
+def rendered_rates(model_dir: str, results: dict, quick: bool = False) -> None:
     from comface_hf.face_comparison import FaceComparer
     from comface_hf.monitoring.calibration import calibrate_same_person
 
@@ -133,13 +135,14 @@ def rendered_rates(model_dir: str, results: dict) -> None:
         "same_person_threshold", "same_person_far", "same_person_frr", "same_person_calibration")}}
     comparer = FaceComparer.from_pretrained(model_dir, align=False)
     # The compare path: renders through the face aligner, as photos are (threshold re-measured for that path).
-    aligned = calibrate_same_person(comparer.model, comparer.processor, num_identities=100, align=True, seed=7)
+    aligned = calibrate_same_person(comparer.model, comparer.processor, num_identities=16 if quick else 100,
+                                    align=True, seed=7)
     results["rendered"]["aligned_path"] = {k: aligned[k] for k in ("threshold", "far", "frr", "auc", "genuine_pairs",
                                                                    "impostor_pairs")}
     print(json.dumps(results["rendered"], indent=2))
 
 
-def fgnet(model_dir: str, root: Path, results: dict, dlib_baseline: bool = True) -> None:
+def fgnet(model_dir: str, root: Path, results: dict, dlib_baseline: bool = True, quick: bool = False) -> None:
     """Same person across ages (all within-subject pairs) vs different people (all cross-subject pairs)."""
     import torch
     from tqdm import tqdm
@@ -150,7 +153,7 @@ def fgnet(model_dir: str, root: Path, results: dict, dlib_baseline: bool = True)
 
     comparer = FaceComparer.from_pretrained(model_dir)
     threshold = comparer.config.same_person_threshold
-    images = sorted((root / "images").iterdir())
+    images = sorted((root / "images").iterdir())[: 60 if quick else None]
     subjects, ages, crops = [], [], []
     for path in tqdm(images, desc="fgnet align"):
         points = read_pts(root / "points" / (path.stem.lower() + ".pts"))
@@ -213,6 +216,7 @@ def main() -> None:
     parser.add_argument("--fgnet", default=str(REPO.parent / "shared" / "realfaces" / "fgnet_dev"))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "monitoring.json"))
     parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "rendered", "fgnet", "dlib"])
+    parser.add_argument("--quick", action="store_true", help="a few images of each kind: checks the script, no figures")
     args = parser.parse_args()
     import torch
 
@@ -226,16 +230,17 @@ def main() -> None:
                           f"{torch.get_num_threads()}, no GPU", "model": args.model,
                "_load_start": load_average()}
     start = time.perf_counter()
-    results["calibration"] = finish_model_folder(str(model_dir))  # 200 unseen identities, as pretraining does
+    # 200 unseen identities, as pretraining does
+    results["calibration"] = finish_model_folder(str(model_dir), num_identities=16 if args.quick else 200)
     results["calibration_seconds"] = round(time.perf_counter() - start, 1)
     results["calibration"].pop("description", None)
     if "speed" not in args.skip:
-        speed(str(model_dir), work, results)
+        speed(str(model_dir), work, results, args.quick)
     results.pop("_load_start", None)
     if "rendered" not in args.skip:
-        rendered_rates(str(model_dir), results)
+        rendered_rates(str(model_dir), results, args.quick)
     if "fgnet" not in args.skip and Path(args.fgnet).is_dir():
-        fgnet(str(model_dir), Path(args.fgnet), results, dlib_baseline="dlib" not in args.skip)
+        fgnet(str(model_dir), Path(args.fgnet), results, dlib_baseline="dlib" not in args.skip, quick=args.quick)
     out = Path(args.out)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")

@@ -28,7 +28,8 @@ def _missing() -> list[str]:
 def test_demo_page_in_headless_chromium(tmp_path):
     missing = _missing()
     if missing:
-        message = "the browser test needs: " + ", ".join(missing) + " (pip install -e '.[dev]'; make test installs chromium)"
+        message = ("the browser test needs: " + ", ".join(missing)
+                   + " (pip install -e '.[dev]'; make test installs chromium)")
         if os.environ.get("CI"):
             pytest.fail(message)  # never hidden in CI
         pytest.skip(message)
