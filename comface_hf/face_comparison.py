@@ -10,7 +10,8 @@ For a pair (x = before, y = after), with f the backbone, l the difference head a
   (:class:`~comface_hf.modeling_comface.ComFaceForChangeEstimation`) predicts it directly. A pretrained model
   (:class:`~comface_hf.modeling_comface.ComFaceModel`) trained with the signed intra target gives
   ``l(ReLU(f(y) - f(x)))``; one trained with the paper's absolute target only learned the *size* of a change, so
-  its sign here is the antisymmetric part ``(d(x, y) - d(y, x)) / 2`` and ``signed`` is ``False`` (read the distance instead).
+  its sign here is the antisymmetric part ``(d(x, y) - d(y, x)) / 2`` and ``signed`` is ``False`` (read the
+  distance instead).
 * **distance**: ``d(x, y) = l(ReLU(f(y) - f(x)))``, the paper's intra-personal distance (Sec. 3.2).
 * **same person**: cosine of the inter-personal embeddings ``g(f(x))`` and ``g(f(y))`` against the threshold stored
   in the config (``same_person_threshold``, measured by :mod:`comface_hf.monitoring.calibration`). Below it the
