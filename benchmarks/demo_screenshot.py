@@ -2,7 +2,7 @@
 
     python benchmarks/demo_screenshot.py --model outputs/comface-embedded/model --out docs/demo.png
 
-Without BEFORE/AFTER it renders two faces of one unseen identity with the embedded generator (a smile edit), so the
+Without BEFORE/AFTER it renders two faces of one unseen identity with the embedded generator (a weight edit), so the
 picture shows no real person. Uses Debian's chromium and chromedriver (`apt-get install chromium chromium-driver`);
 nothing is downloaded at run time (Selenium Manager is kept offline). tests/test_demo_browser.py uses the same code.
 """
@@ -103,7 +103,7 @@ def compare_in_browser(url: str, before: str, after: str, screenshot: str, brows
 
 
 def render_pair(folder: Path, size: int = 256) -> tuple[str, str]:
-    """Two renders of one unseen identity: neutral, then smiling (alpha 4)."""
+    """Two renders of one unseen identity: as drawn, then heavier (weight alpha 4, an attribute the default trains on)."""
     import torch
     from PIL import Image
 
@@ -111,8 +111,8 @@ def render_pair(folder: Path, size: int = 256) -> tuple[str, str]:
     from comface_hf.synthesis import get_generator
 
     generator = get_generator("embedded", image_size=size, seed=0)
-    smile = generator.attribute_index("smile")
-    images = generator.render(torch.tensor([IDENTITY_OFFSET + 7] * 2), torch.tensor([smile] * 2),
+    weight = generator.attribute_index("weight")
+    images = generator.render(torch.tensor([IDENTITY_OFFSET + 7] * 2), torch.tensor([weight] * 2),
                               torch.tensor([0.0, 4.0]))
     paths = []
     for name, image in zip(("before.png", "after.png"), images):
