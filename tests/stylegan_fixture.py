@@ -3,7 +3,7 @@
 It has what `comface_hf.synthesis` relies on in NVIDIA's StyleGAN2-ADA / StyleGAN3 generators: ``z_dim``, ``c_dim``,
 ``w_dim``, ``num_ws``, ``img_resolution``; ``mapping(z, c, truncation_psi=1)`` -> ``[B, num_ws, w_dim]`` (an MLP, with
 a tracked ``w_avg``); ``synthesis(ws)`` -> ``[B, 3, R, R]`` in [-1, 1] from a learned 4x4 constant through modulated
-3x3 convolutions (weight demodulation as in StyleGAN2) and per-resolution toRGB outputs summed (the "skip"
+3x3 convolutions (weight demodulation as in StyleGAN2, in its non-fused form) and per-resolution toRGB outputs summed (the "skip"
 architecture). Random weights from a seed, so each seed is a different, fixed "trained" generator.
 
     G = make_generator(seed=0, img_resolution=32)     # also the import path tests.stylegan_fixture:make_generator
@@ -51,16 +51,17 @@ class ModulatedConv(nn.Module):
         self.demodulate, self.padding = demodulate, kernel // 2
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        batch, in_channels, h, width = x.shape
+        # StyleGAN2's non-fused form (fused_modconv=False): scale the input by the styles, one shared convolution,
+        # then scale the output by the demodulation coefficients -- the same result as per-sample weights.
         styles = self.affine(w)  # [B, in]
-        weight = self.weight[None] * styles[:, None, :, None, None]  # [B, out, in, k, k]
+        weight = self.weight.to(x.dtype)
+        x = F.conv2d(x * styles[:, :, None, None].to(x.dtype), weight, padding=self.padding)
         if self.demodulate:
-            weight = weight * (weight.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
+            dcoefs = ((self.weight[None] * styles[:, None, :, None, None]).square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+            x = x * dcoefs[:, :, None, None].to(x.dtype)
         else:
-            weight = weight / math.sqrt(in_channels * weight.shape[-1] ** 2)
-        out = F.conv2d(x.reshape(1, -1, h, width), weight.reshape(-1, in_channels, *weight.shape[-2:]),
-                       padding=self.padding, groups=batch)  # one grouped conv: the "fused modconv"
-        return out.reshape(batch, -1, h, width) + self.bias.view(1, -1, 1, 1).to(out.dtype)
+            x = x / math.sqrt(self.weight.shape[1] * self.weight.shape[-1] ** 2)
+        return x + self.bias.view(1, -1, 1, 1).to(x.dtype)
 
 
 class SynthesisNetwork(nn.Module):

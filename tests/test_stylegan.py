@@ -190,13 +190,14 @@ def test_mixture_routes_attributes_to_their_generator_and_refuses_overlaps():
 def trainer_args(tmp_path, out, extra=()):
     dirs_a = save_directions(tmp_path / "dirs_a", unit_directions(["weight", "age", "smile"], w_dim=32, seed=1))
     dirs_b = save_directions(tmp_path / "dirs_b", unit_directions(["Male", "Young"], w_dim=32, num_ws=10, seed=2))
-    spec = [{"label": "stylegan", "loader": FIXTURE, "kwargs": {"seed": 0}, "directions_dir": str(dirs_a)},
-            {"label": "stylegan3", "loader": FIXTURE, "kwargs": {"seed": 1, "img_resolution": 64},
+    spec = [{"label": "stylegan", "loader": FIXTURE, "kwargs": {"seed": 0, "channels": 8},
+             "directions_dir": str(dirs_a)},
+            {"label": "stylegan3", "loader": FIXTURE, "kwargs": {"seed": 1, "img_resolution": 64, "channels": 4},
              "directions_dir": "dirs_b"}]  # relative to the file
     (tmp_path / "generators.json").write_text(json.dumps(spec))
     return ["--generators_file", str(tmp_path / "generators.json"), "--backbone", "test_resnet", "--image_size", "32",
             "--num_identities", "40", "--projection_hidden_size", "32", "--projection_dim", "16",
-            "--global_batch_size", "16", "--samples_per_epoch", "64", "--num_epochs", "3", "--validation_pairs", "16",
+            "--global_batch_size", "8", "--samples_per_epoch", "32", "--num_epochs", "2", "--validation_pairs", "16",
             "--num_workers", "0", "--report_to", "none", "--logging_steps", "1", "--checkpointing_steps", "2",
             "--output_dir", str(out), "--debug_dump_dir", str(out / "dump"), *extra]
 
@@ -210,7 +211,7 @@ def test_two_stylegans_stream_through_the_trainer_and_resume_exactly_past_a_dama
     main(trainer_args(tmp_path, reference))
     ref = json.loads((reference / "dump" / "rank0.json").read_text())
     identities = ref["pairs"][0][0]
-    assert len(identities) == 16
+    assert len(identities) == 8
     config = json.loads((reference / "model" / "config.json").read_text())
     labels = [g["label"] for g in config["pretraining_generators"]]
     assert labels == ["stylegan", "stylegan3"] and config["pretraining_generators"][1]["directions"] == "W+"
