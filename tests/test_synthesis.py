@@ -210,7 +210,8 @@ def test_latent_edit_uses_w_plus_alpha_n(tmp_path: Path) -> None:
     for name in ("weight", "age", "smile"):
         np.save(tmp_path / f"{name}.npy", rng.randn(1, 6).astype(np.float32))
     gen = LatentEditGenerator.from_import_path(
-        "tests.test_synthesis:TinyG", directions_dir=tmp_path, attribute_names=["weight", "age", "smile"], image_size=32)
+        "tests.test_synthesis:TinyG", directions_dir=tmp_path, attribute_names=["weight", "age", "smile"], image_size=32,
+        normalize_directions=False)
     ids, attrs, al = torch.tensor([4, 4, 9]), torch.tensor([0, 2, 1]), torch.tensor([0.0, 2.5, -1.0])
     x = gen.render(ids, attrs, al)
     assert x.shape == (3, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
@@ -226,7 +227,7 @@ def test_latent_edit_uses_w_plus_alpha_n(tmp_path: Path) -> None:
     assert torch.equal(identity_z(0, [9], 8)[0], identity_z(0, [4, 4, 9], 8)[2])
     assert torch.allclose(gen.latents(ids[2:], attrs[2:], al[2:])[0], gen.latents(ids, attrs, al)[2], atol=1e-6)
     assert torch.allclose(gen.render(ids[2:], attrs[2:], al[2:])[0], x[2], atol=1e-5)
-    lg = LatentEditGenerator(G, {"a": np.ones(6)}, seed=0)
+    lg = LatentEditGenerator(G, {"a": np.ones(6)}, seed=0, normalize_directions=False)
     assert lg.render(torch.tensor([0]), torch.tensor([0]), torch.tensor([1.0])).shape == (1, 3, 8, 8)
 
 
