@@ -8,9 +8,10 @@ For a pair (x = before, y = after), with f the backbone, l the difference head a
 
 * **change**: the signed change from x to y in the model's units (:func:`change_units`). A transferred model
   (:class:`~comface_hf.modeling_comface.ComFaceForChangeEstimation`) predicts it directly. A pretrained model
-  (:class:`~comface_hf.modeling_comface.ComFaceModel`) trained with the signed intra target gives ``l(ReLU(f(y) - f(x)))``;
-  one trained with the paper's absolute target only learned the *size* of a change, so its sign here is the
-  antisymmetric part ``(d(x, y) - d(y, x)) / 2`` and ``signed`` is ``False`` (read the distance instead).
+  (:class:`~comface_hf.modeling_comface.ComFaceModel`) trained with the signed intra target gives
+  ``l(ReLU(f(y) - f(x)))``; one trained with the paper's absolute target only learned the *size* of a change, so
+  its sign here is the antisymmetric part ``(d(x, y) - d(y, x)) / 2`` and ``signed`` is ``False`` (read the
+  distance instead).
 * **distance**: ``d(x, y) = l(ReLU(f(y) - f(x)))``, the paper's intra-personal distance (Sec. 3.2).
 * **same person**: cosine of the inter-personal embeddings ``g(f(x))`` and ``g(f(y))`` against the threshold stored
   in the config (``same_person_threshold``, measured by :mod:`comface_hf.monitoring.calibration`). Below it the
@@ -145,7 +146,9 @@ class FaceComparer:
         from .modeling_comface import ComFaceForChangeEstimation, ComFaceModel
 
         if os.path.isdir(path) is False and os.path.exists(path):
-            raise ComFaceInputError(f"--model {path!r} is a file; pass the model folder (config.json + model.safetensors)")
+            raise ComFaceInputError(
+                f"--model {path!r} is a file; pass the model folder (config.json + model.safetensors)"
+            )
         if not os.path.exists(path):
             raise FileNotFoundError(
                 f"model folder {path!r} does not exist; train one with `accelerate launch training/pretrain.py` "
@@ -163,8 +166,11 @@ class FaceComparer:
 
     # -- images -> aligned crops -> model inputs ---------------------------------------------------------------------
 
-    def align_image(self, image: Any) -> tuple[Any, Optional[AlignedFace], list[str]]:
-        """One image -> (the crop the model sees as PIL, the AlignedFace or None, warnings). Raises on bad input."""
+    def align_image(self, image: Any, landmarks: Any = None, scheme: str = "auto"
+                    ) -> tuple[Any, Optional[AlignedFace], list[str]]:
+        """One image -> (the crop the model sees as PIL, the AlignedFace or None, warnings). Raises on bad input.
+
+        ``landmarks`` (any layout of :data:`~comface_hf.face_alignment.LANDMARK_SCHEMES`) replace the detector."""
         name = describe(image)
         pil = load_image(image)
         notes: list[str] = []
@@ -172,7 +178,7 @@ class FaceComparer:
         if self.align is False:
             return pil.resize((self.size, self.size)) if pil.size != (self.size, self.size) else pil, None, notes
         try:
-            face = self.aligner.align(pil)
+            face = self.aligner.align(pil, landmarks=landmarks, scheme=scheme)
         except NoFaceError as exc:
             if self.align is True:
                 raise NoFaceError(

@@ -10,8 +10,9 @@ Each result is :meth:`comface_hf.face_comparison.Comparison.to_dict`: ``change``
 model's calibrated threshold), ``warnings`` and per-image ``faces``.
 
 Registered with ``PIPELINE_REGISTRY`` (custom code) when ``comface_hf`` is imported, and recorded in a saved folder's
-``config.json`` (``custom_pipelines``) by :func:`save_with_pipeline`, so the folder works with ``trust_remote_code=True``
-on a machine without ``comface_hf``: this file and its flat neighbours travel with the weights.
+``config.json`` (``custom_pipelines``) by :func:`save_with_pipeline`, so the folder works with
+``trust_remote_code=True`` on a machine without ``comface_hf``: this file and its flat neighbours travel with the
+weights.
 """
 
 from __future__ import annotations

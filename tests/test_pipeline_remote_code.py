@@ -53,7 +53,8 @@ def test_pipeline_with_trust_remote_code_without_comface_hf(tmp_path):
         named = pipeline("face-change-estimation", model={str(folder)!r}, trust_remote_code=True)(
             {{"before": pairs[1][0], "after": pairs[1][1]}})
         assert isinstance(batched, list) and len(batched) == 3
-        for got, want in zip([one] + batched[1:] + [named], data["expected"][:1] + data["expected"][1:] + [data["expected"][1]]):
+        expected = data["expected"]
+        for got, want in zip([one] + batched[1:] + [named], expected[:1] + expected[1:] + [expected[1]]):
             for key in ("change", "distance", "similarity"):
                 assert abs(got[key] - want[key]) < 1e-4, (key, got[key], want[key])
             assert got["same_person"] == want["same_person"] and got["units"] == "alpha units"

@@ -66,7 +66,8 @@ def render_identity_pairs(
     attributes = rng.integers(0, len(generator.attribute_names), size=2 * n)
     low, high = generator.alpha_range
     alphas = np.round(rng.uniform(low, high, size=2 * n), 1)
-    images = generator.render(torch.as_tensor(ids), torch.as_tensor(attributes), torch.as_tensor(alphas, dtype=torch.float32))
+    images = generator.render(torch.as_tensor(ids), torch.as_tensor(attributes),
+                              torch.as_tensor(alphas, dtype=torch.float32))
     array = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return array.reshape(n, 2, image_size, image_size, 3), ids[::2]
 
@@ -113,9 +114,10 @@ def calibrate_same_person(
     from ..face_comparison import FaceComparer
 
     if num_identities < 8:
-        raise ValueError(f"num_identities={num_identities} is too few to measure error rates; use at least 8 (200 default)")
+        raise ValueError(f"num_identities={num_identities} is too few to measure error rates; use at least 8 "
+                         "(default 200)")
     was_training = model.training
-    comparer = FaceComparer(model, processor, align=align)
+    comparer = FaceComparer(model, processor, align="auto" if align else False)  # a missed render is used whole
     images, _ = render_identity_pairs(num_identities, int(model.config.image_size), generator_seed, seed)
     half = num_identities // 2
     g_fit, i_fit = similarities(comparer, images[:half])
@@ -176,10 +178,11 @@ def finish_model_folder(folder: str, out: Optional[str] = None, **kwargs: Any) -
     add_pipeline_to_folder(str(target))
     card = target / "README.md"
     if card.is_file():
-        line = (f"\n**Same-person check** (`comface compare`, the `face-change-estimation` pipeline): cosine of g(f(.)) "
-                f">= {figures['threshold']:.4f}; on held-out rendered identities it accepts {100 * figures['far']:.1f}% "
-                f"of different-person pairs and rejects {100 * figures['frr']:.1f}% of same-person pairs (AUC "
-                f"{figures['auc']:.3f}). Rendered faces only: on real photos it is not validated.\n")
+        line = (f"\n**Same-person check** (`comface compare`, the `face-change-estimation` pipeline): cosine of "
+                f"g(f(.)) >= {figures['threshold']:.4f}; on held-out rendered identities it accepts "
+                f"{100 * figures['far']:.1f}% of different-person pairs and rejects {100 * figures['frr']:.1f}% of "
+                f"same-person pairs (AUC {figures['auc']:.3f}). Rendered faces only: on real photos it is not "
+                "validated.\n")
         tmp = card.with_name(".README.md.tmp")
         text = card.read_text()
         text = text.split("\n**Same-person check**")[0].rstrip("\n") + "\n"  # a re-calibration replaces the line

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(sub)
         sub.add_argument("--model", default=os.environ.get("COMFACE_MODEL", DEFAULT_MODEL),
                          help=f"a saved ComFace folder (default: $COMFACE_MODEL or {DEFAULT_MODEL})")
-    sub = commands.add_parser("calibrate", help="measure the same-person threshold on rendered identities and add the pipeline to a saved folder")
+    sub = commands.add_parser("calibrate", help="measure the same-person threshold on rendered identities and make a "
+                                                "saved folder a pipeline folder")
     sub.add_argument("model", help="a saved pretrained ComFace folder")
     sub.add_argument("--out", help="write a calibrated copy here instead of updating the folder's config.json")
     sub.add_argument("--num-identities", type=int, default=200)

@@ -29,7 +29,8 @@ def pair_picture(comparison: Comparison, path: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(6, 3.6))
-    for ax, crop, label, name in zip(axes, comparison.crops, ("before", "after"), (comparison.before, comparison.after)):
+    names = (comparison.before, comparison.after)
+    for ax, crop, label, name in zip(axes, comparison.crops, ("before", "after"), names):
         ax.imshow(crop)
         ax.set_title(f"{label}: {Path(name).name[:28]}", fontsize=8)
         ax.axis("off")

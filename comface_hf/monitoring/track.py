@@ -1,8 +1,8 @@
 """``comface track SERIES --model M``: each photo of a series against a baseline, as a CSV and a plot over time.
 
-SERIES is a folder of photos (ordered by their EXIF capture time; photos without one follow, by file name) or a CSV with the columns
-``image,timestamp`` (image paths relative to the CSV). Photos that cannot be used (no face, unreadable) are listed
-in the CSV and on the terminal with the reason; the rest of the series is still processed.
+SERIES is a folder of photos (ordered by their EXIF capture time; photos without one follow, by file name) or a CSV
+with the columns ``image,timestamp`` (image paths relative to the CSV). Photos that cannot be used (no face,
+unreadable) are listed in the CSV and on the terminal with the reason; the rest of the series is still processed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import ComFaceInputError
-from ..face_alignment import load_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".heic"}
 CSV_COLUMNS = ("image", "timestamp")
@@ -135,7 +134,8 @@ def track_series(comparer: Any, items: Sequence[SeriesItem], baseline: Optional[
     if baseline is not None:
         base = next((r for r in rows if os.path.abspath(r.image) == os.path.abspath(str(baseline))), None)
         if base is None or base.status != "ok":
-            raise ComFaceInputError(f"the baseline {baseline!r} cannot be used: {base.message if base else 'not found'}")
+            reason = base.message if base else "not found"
+            raise ComFaceInputError(f"the baseline {baseline!r} cannot be used: {reason}")
     else:
         if not usable:
             raise ComFaceInputError("no photo of the series shows a usable face; see the messages above")
@@ -245,7 +245,8 @@ def run_track(args: Any) -> list[TrackRow]:
             print(f"skipped {r.image}: {r.message}")
         else:
             same = "" if r.same_person is None else "" if r.same_person else "  (different person?)"
-            print(f"{r.status:8s} {Path(r.image).name:30s} change {r.change:+.3f} {units}  distance {r.distance:.3f}{same}")
+            print(f"{r.status:8s} {Path(r.image).name:30s} change {r.change:+.3f} {units}  "
+                  f"distance {r.distance:.3f}{same}")
     done = sum(r.status != "skipped" for r in rows)
     print(f"{done} of {len(rows)} photos tracked in {seconds:.1f} s ({len(rows) / seconds:.1f} images/s); "
           f"wrote {out / 'track.csv'} and {out / 'track.png'}")
@@ -253,7 +254,8 @@ def run_track(args: Any) -> list[TrackRow]:
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("series", help="a folder of photos (EXIF time order, else file names) or an image,timestamp CSV")
+    parser.add_argument("series", help="a folder of photos (EXIF time order, else file names) or an "
+                                       "image,timestamp CSV")
     parser.add_argument("--baseline", help="the reference photo (default: the first photo of the series)")
     parser.add_argument("--out-dir", help="where track.csv and track.png go (default: <series>-track)")
     parser.add_argument("--no-align", action="store_true", help="the photos already are aligned face crops")
