@@ -33,7 +33,7 @@ from comface_hf.synthesis import EmbeddedFaceGenerator  # noqa: E402
 from comface_hf.synthesis.latent_edit import LatentEditGenerator  # noqa: E402
 from tests.stylegan_fixture import make_generator, unit_directions  # noqa: E402
 
-NET = {"img_resolution": 128, "channels": 32, "z_dim": 64, "w_dim": 64}
+NET = {"img_resolution": 128, "channels": 16, "z_dim": 64, "w_dim": 64}
 ATTRIBUTES = ["weight", "age", "smile"]
 
 
