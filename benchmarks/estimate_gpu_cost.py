@@ -56,9 +56,10 @@ def stylegan2_blocks(resolution: int = 1024, channel_base: int = 32768, channel_
     return blocks
 
 
-def stylegan3_layers(config: str = "t", resolution: int = 1024, w_dim: int = 512):
+def stylegan3_layers(config: str = "t", resolution: int = 1024, w_dim: int = 512, channel_base=None):
     """MACs per image of each StyleGAN3 synthesis layer: [(name, conv_macs, filter_macs)]."""
-    channel_base, channel_max, kernel, radial = (32768, 512, 3, False) if config == "t" else (65536, 1024, 1, True)
+    base, channel_max, kernel, radial = (32768, 512, 3, False) if config == "t" else (65536, 1024, 1, True)
+    channel_base = channel_base or base
     num_layers, num_critical, first_cutoff, first_stopband, last_stopband_rel, margin = 14, 2, 2, 2 ** 2.1, 2 ** 0.3, 10
     last_cutoff = resolution / 2
     last_stopband = last_cutoff * last_stopband_rel
@@ -110,6 +111,10 @@ def estimate(utilisations):
         # the paper's split: 3 attributes on StyleGAN (2), 40 on StyleGAN3 (T assumed), drawn uniformly
         "paper mix 3/43 StyleGAN2 + 40/43 StyleGAN3-T": 3 / 43 * sg2_full + 40 / 43 * sg3_total["t"],
         "paper mix, StyleGAN2 part stopped at 256 px": 3 / 43 * sg2_256 + 40 / 43 * sg3_total["t"],
+        # 256 px generators (NVIDIA's 256 px configs use a halved channel base, 16384): the cost if one trains at
+        # 224 px from generators made for that size
+        "StyleGAN2 256 px (channel base 16384)": sum(m for _, m in stylegan2_blocks(256, 16384)),
+        "StyleGAN3-T 256 px (channel base 16384)": sum(a + b for _, a, b in stylegan3_layers("t", 256, channel_base=16384)),
     }
     rows = []
     for name, per_image in gens.items():
