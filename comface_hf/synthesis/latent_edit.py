@@ -123,8 +123,9 @@ class LatentEditGenerator:
         synthesis_dtype: ``float32``, ``bfloat16`` or ``float16``: synthesis under autocast in that precision
             (mapping, edit and output stay float32).
         identity_cache_size: keep up to this many identities' ``w`` (they do not change between an identity's
-            images); 0 recomputes them each call. ``w`` is always computed in fixed blocks of
-            :attr:`identity_block` identities, so its value never depends on the batch it was asked for in.
+            images). Cached ``w`` are computed in fixed blocks of :attr:`identity_block` identities, so a value
+            never depends on the batch it was asked for in (bit-exact resume). 0: no cache, one mapping call for
+            exactly the batch's identities each time (values may then differ in the last bit between batches).
     """
 
     name = "comface-latent-edit"
@@ -230,19 +231,26 @@ class LatentEditGenerator:
     def _block_w(self, block: int) -> torch.Tensor:
         """``w`` (after truncation) of identities ``block * B .. block * B + B - 1``: one fixed-size mapping call."""
         n = self.identity_block
-        z = identity_z(self.seed, np.arange(block * n, (block + 1) * n), self.z_dim).to(self.device)
-        c = torch.zeros(n, self.c_dim, device=self.device)
+        w = self._mapping(np.arange(block * n, (block + 1) * n))
+        if w.ndim == 3 and torch.equal(w, w[:, :1].expand_as(w)):
+            w = w[:, :1]  # every layer's w is the same (no truncation cutoff): keep one copy
+        return w
+
+    @torch.no_grad()
+    def _mapping(self, ids: np.ndarray) -> torch.Tensor:
+        z = identity_z(self.seed, ids, self.z_dim).to(self.device)
+        c = torch.zeros(len(ids), self.c_dim, device=self.device)
         w = self.G.mapping(z, c).float()
         if self.truncation_psi != 1.0 and hasattr(self.G.mapping, "w_avg"):
             w_avg = self.G.mapping.w_avg.float()
             w = w_avg + self.truncation_psi * (w - w_avg)
-        if w.ndim == 3 and torch.equal(w, w[:, :1].expand_as(w)):
-            w = w[:, :1]  # every layer's w is the same (no truncation cutoff): keep one copy
         return w
 
     def identity_w(self, identities: np.ndarray) -> torch.Tensor:
         """``w`` of each identity: ``[B, num_ws, w_dim]`` or ``[B, w_dim]`` like ``G.mapping``."""
         ids = np.asarray(identities, dtype=np.int64)
+        if self.identity_cache_size <= 0:  # no cache: one mapping call for exactly these identities
+            return self._mapping(ids)
         blocks, offsets = np.divmod(ids, self.identity_block)
         found = {}
         for b in np.unique(blocks).tolist():
