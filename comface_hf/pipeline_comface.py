@@ -25,7 +25,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .errors import ComFaceInputError
 from .face_alignment import describe
-from .face_comparison import FaceComparer, face_info
+from .face_comparison import FaceComparer, face_info, identity_distance, size_note
 
 TASK = "face-change-estimation"
 
@@ -36,7 +36,8 @@ class FaceChangeEstimationPipeline(Pipeline):
     Call with ``(before, after)``, a ``(before, after)`` tuple, a ``{"before": ..., "after": ...}`` dict, or a list of
     these (batched with ``batch_size``). Images are anything ``load_image`` reads: paths, bytes, PIL images, arrays.
     ``align=True`` (default) needs a face in every photo; ``align="auto"`` uses a faceless image as it is, with a
-    warning; ``align=False`` takes already-aligned crops.
+    warning; ``align=False`` takes already-aligned crops. ``identity="dlib"`` makes the same-person check with dlib's
+    face-recognition descriptors instead of the model's g(f(.)) (see :mod:`comface_hf.face_comparison`).
     """
 
     _load_image_processor = False
@@ -58,13 +59,16 @@ class FaceChangeEstimationPipeline(Pipeline):
         self.image_processor = processor
         self.comparers: dict[Any, FaceComparer] = {}
 
-    def _comparer(self, align: Any) -> FaceComparer:
-        if align not in self.comparers:
-            self.comparers[align] = FaceComparer(self.model, self.image_processor, align=align)
-        return self.comparers[align]
+    def _comparer(self, align: Any, identity: str = "comface") -> FaceComparer:
+        if (align, identity) not in self.comparers:
+            self.comparers[align, identity] = FaceComparer(self.model, self.image_processor, align=align,
+                                                           identity=identity)
+        return self.comparers[align, identity]
 
-    def _sanitize_parameters(self, align: Any = None, **kwargs: Any):
+    def _sanitize_parameters(self, align: Any = None, identity: Any = None, **kwargs: Any):
         preprocess = {} if align is None else {"align": align}
+        if identity is not None:
+            preprocess["identity"] = identity
         return preprocess, {}, {}
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any):
@@ -78,7 +82,7 @@ class FaceChangeEstimationPipeline(Pipeline):
             return super().__call__(inputs, **kwargs)
         return super().__call__(inputs, **kwargs)
 
-    def preprocess(self, pair: Any, align: Any = True) -> dict[str, Any]:
+    def preprocess(self, pair: Any, align: Any = True, identity: str = "comface") -> dict[str, Any]:
         if isinstance(pair, dict):
             if "before" not in pair or "after" not in pair:
                 raise ComFaceInputError(f"a pair dict needs 'before' and 'after' keys, got {sorted(pair)}")
@@ -88,7 +92,7 @@ class FaceChangeEstimationPipeline(Pipeline):
                 f"each input must be a (before, after) pair of images, got {type(pair).__name__}"
                 + (f" of length {len(pair)}" if isinstance(pair, (tuple, list)) else "")
             )
-        comparer = self._comparer(align)
+        comparer = self._comparer(align, identity)
         crops, faces, notes, sizes = [], [], [], []
         for image in pair:
             crop, face, image_notes = comparer.align_image(image)
@@ -96,13 +100,13 @@ class FaceChangeEstimationPipeline(Pipeline):
             crops.append(crop)
             faces.append(face_info(face) if face is not None else {"source": "none"})
             notes += image_notes
-        if sizes[0] != sizes[1]:
-            notes.append(f"the photos differ in size ({sizes[0][0]}x{sizes[0][1]} vs {sizes[1][0]}x{sizes[1][1]} px); "
-                         f"both were aligned into the same {comparer.size} px frame")
+        note = size_note(sizes, comparer.size)
+        if note:
+            notes.append(note)
         pixels = comparer.pixel_values(crops)
         return {"pixel_values": pixels[:1], "pixel_values_y": pixels[1:],
                 "meta": [{"before": describe(pair[0]), "after": describe(pair[1]), "notes": notes, "faces": faces,
-                          "align": align}]}
+                          "align": align, "identity": identity, "identity_distance": identity_distance(*crops)}]}
 
     def _forward(self, inputs: dict[str, Any]) -> dict[str, Any]:
         comparer = next(iter(self.comparers.values()))
@@ -117,12 +121,13 @@ class FaceChangeEstimationPipeline(Pipeline):
     def postprocess(self, outputs: dict[str, Any]) -> dict[str, Any]:
         meta = outputs["meta"]
         meta = meta[0] if isinstance(meta, list) and len(meta) == 1 and isinstance(meta[0], dict) else meta
-        comparer = self._comparer(meta["align"])
+        comparer = self._comparer(meta["align"], meta["identity"])
         similarity = outputs.get("similarity")
         result = comparer.result(
             meta["before"], meta["after"], float(outputs["change"].reshape(-1)[0]),
             float(outputs["distance"].reshape(-1)[0]),
             None if similarity is None else float(similarity.reshape(-1)[0]), meta["notes"], meta["faces"],
+            identity_distance=meta["identity_distance"],
         )
         return result.to_dict()
 

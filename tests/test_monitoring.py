@@ -208,7 +208,7 @@ def test_awkward_but_valid_photos_are_compared(model_dir, photos, tmp_path):
     big = a.resize((2 * PHOTO, 2 * PHOTO))
     big.save(tmp_path / "big.png")
     result = comparer.compare(tmp_path / "big.png", photos[0, 1])
-    assert any("differ in size" in w for w in result.warnings)
+    assert any("differ a lot in size" in w for w in result.warnings)
 
     a.convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
     rotated = a.rotate(90, expand=True)  # stored sideways, EXIF says: rotate back
@@ -271,3 +271,19 @@ def test_track_csv_and_its_bad_inputs(model_dir, photos, tmp_path, capsys):
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_series(str(tmp_path / "nowhere"))
+
+
+def test_dlib_identity_check(model_dir, photos, capsys):
+    status, out, err = cli(["compare", str(photos[0, 0]), str(photos[0, 1]), "--model", str(model_dir), "--json",
+                            "--identity", "dlib"], capsys)
+    assert status == 0, err
+    result = json.loads(out)
+    assert result["identity_check"] == "dlib" and result["threshold"] == 0.6
+    assert result["same_person"] == (result["identity_distance"] < 0.6)
+    # The descriptor distance is symmetric and zero for a photo against itself.
+    comparer = FaceComparer.from_pretrained(str(model_dir), identity="dlib")
+    same = comparer.compare(photos[1, 0], photos[1, 0])
+    assert same.identity_distance == pytest.approx(0.0, abs=1e-6) and same.same_person is True
+    status, _, err = cli(["compare", str(photos[0, 0]), str(photos[0, 1]), "--model", str(model_dir), "--no-align",
+                          "--identity", "dlib"], capsys)
+    assert status == 2 and "--no-align" in err

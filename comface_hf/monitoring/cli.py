@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(sub)
         sub.add_argument("--model", default=os.environ.get("COMFACE_MODEL", DEFAULT_MODEL),
                          help=f"a saved ComFace folder (default: $COMFACE_MODEL or {DEFAULT_MODEL})")
+        sub.add_argument("--identity", choices=["comface", "dlib"], default="comface",
+                         help="same-person check: the model's g(f(.)) cosine (default; calibrated on rendered faces) "
+                              "or dlib's face-recognition descriptors (far better on real photos: BENCHMARKS.md)")
     sub = commands.add_parser("calibrate", help="measure the same-person threshold on rendered identities and make a "
                                                 "saved folder a pipeline folder")
     sub.add_argument("model", help="a saved pretrained ComFace folder")

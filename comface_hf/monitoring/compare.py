@@ -48,7 +48,7 @@ def pair_picture(comparison: Comparison, path: str) -> None:
 def run_compare(args: Any) -> Comparison:
     from ..face_comparison import FaceComparer
 
-    comparer = FaceComparer.from_pretrained(args.model, align=False if args.no_align else True)
+    comparer = FaceComparer.from_pretrained(args.model, align=False if args.no_align else True, identity=args.identity)
     result = comparer.compare(args.before, args.after)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

@@ -161,15 +161,16 @@ def track_series(comparer: Any, items: Sequence[SeriesItem], baseline: Optional[
     e = torch.cat(embeddings) if embeddings else None
     b = usable.index(base)
     s = comparer.scores(f[b].expand_as(f), f, None if e is None else e[b].expand_as(e), e)
-    threshold = getattr(comparer.config, "same_person_threshold", None)
+    from ..face_comparison import identity_distance
+
     for k, row in enumerate(usable):
         row.change, row.distance = float(s["change"][k]), float(s["distance"][k])
-        if "similarity" in s:
-            row.similarity = float(s["similarity"][k])
-            row.same_person = None if threshold is None else bool(row.similarity >= threshold)
-            if row.same_person is False:
-                row.message = (row.message + "; " if row.message else "") + \
-                    f"looks like a different person than the baseline (similarity {row.similarity:.3f})"
+        similarity = float(s["similarity"][k]) if "similarity" in s else None
+        check = comparer.result(base.image, row.image, row.change, row.distance, similarity,
+                                identity_distance=identity_distance(base.crop, row.crop))
+        row.similarity, row.same_person = similarity, check.same_person
+        if row.same_person is False and row is not base:
+            row.message = (row.message + "; " if row.message else "") + "looks like a different person than the baseline"
     return rows
 
 
@@ -230,7 +231,7 @@ def run_track(args: Any) -> list[TrackRow]:
     from ..face_comparison import FaceComparer, change_units
 
     items = read_series(args.series)
-    comparer = FaceComparer.from_pretrained(args.model, align=False if args.no_align else True)
+    comparer = FaceComparer.from_pretrained(args.model, align=False if args.no_align else True, identity=args.identity)
     start = time.perf_counter()
     rows = track_series(comparer, items, baseline=args.baseline)
     seconds = time.perf_counter() - start
