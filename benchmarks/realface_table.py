@@ -82,7 +82,10 @@ def main() -> None:
     parser.add_argument("--finetune_seeds", default="0")
     parser.add_argument("--finetune_epochs", type=int, default=3, help="maximum epochs (early stopping may end sooner)")
     parser.add_argument("--finetune_inits", default="all", help="'all' or a comma list of init names to fine-tune")
-    parser.add_argument("--pairs_per_subject", default="fgnet=10,jaffe=30")
+    parser.add_argument("--methods", default="all",
+                        help="'all' or a comma list of row names to run (e.g. to run inits in separate processes; "
+                             "a final run with 'all' reuses every finished run and writes the whole table)")
+    parser.add_argument("--pairs_per_subject", default="fgnet=10,jaffe=20")
     parser.add_argument("--fgnet_align", default="detector,none",
                         help="linear alignment rows (issue 11) besides auto (= FG-NET's own landmarks when every image "
                              "has its .pts; add 'landmarks' to run it separately)")
@@ -139,6 +142,8 @@ def main() -> None:
         data = data_cache[key]
         for method, init in inits.items():
             if mode == "finetune" and method not in finetune_inits:
+                continue
+            if args.methods != "all" and method not in args.methods.split(","):
                 continue
             run_seeds = finetune_seeds if mode == "finetune" else (seeds if init == "scratch" else seeds[:1])
             results = []

@@ -112,6 +112,9 @@ class TaskData:
     dataset: datasets.Dataset
     build_report: Optional[dict[str, Any]] = None
     align: str = "none"
+    #: Aligned crops ``(row, size) -> PIL image`` made so far: warping a photo is the slow part of reading it, and it
+    #: does not depend on the init, so every run over this table (inits, seeds, modes) shares it.
+    crops: dict = field(default_factory=dict, repr=False, compare=False)
 
     def summary(self) -> str:
         subjects = len(set(self.dataset["subject"]))
@@ -471,12 +474,22 @@ class _RowTensors:
         self.rows = data.dataset.select_columns(columns)
         self.transform, self.keep = transform, keep
         self.cache: dict[int, torch.Tensor] = {}
+        self.crops = data.crops if isinstance(transform, RowTransform) else None
 
     def __getitem__(self, index: int) -> torch.Tensor:
         index = int(index)
         tensor = self.cache.get(index)
         if tensor is None:
-            tensor = self.transform(self.rows[index])
+            if self.crops is not None:  # the aligned crop is shared by every run over the same table
+                key = (index, self.transform.size)
+                crop = self.crops.get(key)
+                if crop is None:
+                    crop = self.transform.crop(self.rows[index])
+                    if self.keep:
+                        self.crops[key] = crop
+                tensor = self.transform.to_tensor(crop)
+            else:
+                tensor = self.transform(self.rows[index])
             if self.keep:
                 self.cache[index] = tensor
         return tensor
@@ -493,26 +506,39 @@ class _RowTensors:
             self[i]
 
 
-def row_transform(spec: ChangeModelSpec) -> Callable[[dict], torch.Tensor]:
+class RowTransform:
     """One dataset row -> the model's input: warped into the canonical face frame with the row's own landmarks (when
     the builder stored some, see ``--align``), then resized/normalised by the image processor with ``align=False``.
 
     Rows without landmarks (``--align none``, rendered synthetic faces) go to the processor whole (shorter side
-    resized, centre crop). The same function serves linear evaluation and fine-tuning.
+    resized, centre crop). The same function serves linear evaluation and fine-tuning; :meth:`crop` (the slow,
+    init-independent part) and :meth:`to_tensor` are separate so crops can be shared across inits.
     """
-    from .face_alignment import FaceAligner
 
-    processor = spec.image_processor()
-    aligner = FaceAligner(size=spec.image_size, detector=None, skip_if_aligned=False, warn_small=False)
+    def __init__(self, spec: ChangeModelSpec):
+        from .face_alignment import FaceAligner
 
-    def transform(row: dict) -> torch.Tensor:
+        self.size = int(spec.image_size)
+        self.processor = spec.image_processor()
+        self.aligner = FaceAligner(size=self.size, detector=None, skip_if_aligned=False, warn_small=False)
+
+    def crop(self, row: dict) -> Any:
         image = row["image"]
         landmarks = row.get("landmarks")
         if landmarks is not None and len(landmarks) > 0:
-            image = aligner.align(image, landmarks=landmarks, scheme=row.get("landmark_scheme") or "auto").image
-        return processor(image, align=False, return_tensors="pt")["pixel_values"][0]
+            image = self.aligner.align(image, landmarks=landmarks, scheme=row.get("landmark_scheme") or "auto").image
+        return image
 
-    return transform
+    def to_tensor(self, image: Any) -> torch.Tensor:
+        return self.processor(image, align=False, return_tensors="pt")["pixel_values"][0]
+
+    def __call__(self, row: dict) -> torch.Tensor:
+        return self.to_tensor(self.crop(row))
+
+
+def row_transform(spec: ChangeModelSpec) -> RowTransform:
+    """The per-row input function of ``spec`` (see :class:`RowTransform`)."""
+    return RowTransform(spec)
 
 
 class _StoredPairs(torch.utils.data.Dataset):

@@ -47,7 +47,7 @@ def test_ridge_equals_sklearn_on_the_same_features(symmetric: bool, alpha: float
 
 
 def test_ridge_path_matches_one_solve_per_penalty() -> None:
-    h_x, h_y, w, rng = _problem(1, n=60, d=80)  # more features than rows: the SVD path handles rank deficiency
+    h_x, h_y, w, rng = _problem(1, n=60, d=80)  # more features than rows: the kernel (N x N) path, rank-deficient
     x = pair_features(h_x, h_y)
     y = x @ w[:80] + rng.normal(size=60)
     alphas = [1e-2, 1.0, 1e2]
