@@ -47,7 +47,7 @@ from training.checkpointing import atomic_directory, find_checkpoint, list_check
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class PretrainArguments:
-    preset: str = field(default="embedded", metadata={"help": "embedded (default, CPU minutes) or paper."})
+    preset: str = field(default="embedded", metadata={"help": "embedded (default, CPU minutes), cpu-hour or paper."})
     method: str = field(default="comface", metadata={"help": "comface, or facecycle (the baseline, same pipeline)."})
     config_file: Optional[str] = field(default=None, metadata={"help": "JSON file of arguments; CLI flags win."})
     output_dir: Optional[str] = field(default=None, metadata={"help": "Default: outputs/<method>-<preset>."})
@@ -63,6 +63,9 @@ class PretrainArguments:
     alpha_min: float = -5.0
     alpha_max: float = 5.0
     alpha_step: float = 0.1
+    renderer_version: str = field(default="2.0.0", metadata={"help": "Embedded renderer: 2.0.0, or 1.1.0 (earlier)."})
+    photographic: float = field(default=0.0, metadata={"help": "Strength of per-image photographic capture "
+                                "randomisation of streamed pairs (comface_hf.photographic; 0: off, 1: measured)."})
     compile_generator: bool = field(default=False, metadata={"help": "torch.compile the embedded renderer (same "
                                     "pixels, 5-8x faster on CPU; 30-45 s to compile once per size)."})
     samples_per_epoch: int = field(default=4096, metadata={"help": "Pairs per epoch when streaming."})
@@ -119,19 +122,27 @@ class PretrainArguments:
     debug_dump_dir: Optional[str] = field(default=None, metadata={"help": "Tests: per-process pairs and weights."})
 
 
-# The embedded generator's attributes whose +-5 edit changes the mean pixel value by at least ~0.9% at 64 px (mean
-# |render(alpha=+-5) - render(0)| over 16 identities). At 64 px and a few hundred CPU steps the other 28 (smile,
-# lipstick, earrings...) change a handful of pixels each; with them the default does not reach a useful model in
-# minutes. `--attributes all` (the paper preset) uses all 43.
-EMBEDDED_ATTRIBUTES = (
+# Renderer 1.1.0's attributes whose +-5 edit changes the mean pixel value by at least ~0.9% at 64 px (mean
+# |render(alpha=+-5) - render(0)| over 16 identities); the other 28 (smile, lipstick, earrings...) changed a handful
+# of pixels each. The embedded preset before renderer 2.0.0 (`--renderer_version 1.1.0 --attributes` this).
+EMBEDDED_ATTRIBUTES_R1 = (
     "weight,age,Chubby,Gray_Hair,Bald,Young,Pale_Skin,Blond_Hair,Black_Hair,Brown_Hair,Blurry,Wearing_Hat,Bangs,"
     "Male,Oval_Face"
+)
+# Renderer 2.0.0: the same plus the expressions it now draws visibly at 64 px (smile = AU12 + AU6, Smiling, and the
+# optional AU1+2, AU4, AU15, AU26). `--attributes all` (the paper preset) is the paper's 43, without the AUs.
+EMBEDDED_ATTRIBUTES = (
+    EMBEDDED_ATTRIBUTES_R1 + ",smile,Smiling,brow_raise_AU1_2,brow_lower_AU4,lip_corner_depressor_AU15,jaw_drop_AU26"
 )
 
 PRESETS: dict[str, dict] = {
     # A fresh 2-core CPU: ResNet18 at 64 px on pairs streamed from the embedded generator, 6 short epochs of 2048
     # pairs (curriculum S = 10, 5, 3.3, 2.5 scaled to them), validated and saved within minutes.
-    "embedded": {"attributes": EMBEDDED_ATTRIBUTES, "num_epochs": 6, "samples_per_epoch": 2048},
+    "embedded": {"attributes": EMBEDDED_ATTRIBUTES, "num_epochs": 6, "samples_per_epoch": 2048, "photographic": 1.0},
+    # About an hour on the 2 CPU cores: the reference checkpoint for real-face evidence. 112 px (ResNet18 costs ~3x
+    # per image of 64 px), 12 epochs of 2048 pairs (2x the embedded preset's pairs at ~3x the cost each).
+    "cpu-hour": {"attributes": EMBEDDED_ATTRIBUTES, "image_size": 112, "num_epochs": 12, "samples_per_epoch": 2048,
+                 "photographic": 1.0, "num_identities": 4000},
     # Sec. 4.1: ResNet50, 224 px, 250k identities (90/10), 43 attributes, alpha -5..5 step 0.1, 35 M images,
     # 12 epochs, batch 1024, Adam 4e-4 halved at epoch 10, curriculum S_max = 10, e = (3, 6, 9, 12).
     "paper": {
@@ -199,8 +210,9 @@ class StreamingPairs:
 
         self.generator = get_generator("embedded", image_size=args.image_size, seed=args.generator_seed,
                                        device=device, alpha_min=args.alpha_min, alpha_max=args.alpha_max,
-                                       compile=args.compile_generator)
+                                       compile=args.compile_generator, renderer_version=args.renderer_version)
         self.attributes = _attribute_indices(args.attributes, self.generator)
+        self.photographic, self.seed = args.photographic, args.seed
         grid = alpha_grid(args.alpha_min, args.alpha_max, args.alpha_step).numpy()
         self.sampler = StreamingPairSampler(identities, len(self.attributes), grid, seed=args.seed)
 
@@ -211,6 +223,12 @@ class StreamingPairs:
         alpha_x, alpha_y = torch.from_numpy(drawn["alpha_x"]), torch.from_numpy(drawn["alpha_y"])
         images = self.generator.render(torch.cat([identity, identity]), torch.cat([attribute, attribute]),
                                        torch.cat([alpha_x, alpha_y]))
+        if self.photographic > 0:  # each image of a pair is its own photo: capture drawn per (seed, epoch, index)
+            from comface_hf.photographic import photographic
+
+            state = np.random.SeedSequence([self.seed, epoch + 1, start, 0x9407]).generate_state(2, np.uint32)
+            g = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+            images = photographic(images, g, self.photographic)
         x, y = images.chunk(2)
         return {"x": x, "y": y, "alpha_x": alpha_x, "alpha_y": alpha_y, "identity": identity, "attribute": attribute}
 
@@ -244,8 +262,10 @@ class CorpusPairs:
 
 
 def _attribute_indices(attributes: str, generator) -> np.ndarray:
-    if attributes == "all":
-        return np.arange(len(generator.attribute_names))
+    if attributes == "all":  # the paper's 43 (renderer 2.0.0's expression attributes are opt-in)
+        from comface_hf.synthesis import ATTRIBUTE_NAMES
+
+        return np.arange(len(ATTRIBUTE_NAMES))
     return np.array([generator.attribute_index(name.strip()) for name in attributes.split(",")])
 
 
@@ -784,7 +804,8 @@ def _revert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
 def model_card_values(args: PretrainArguments, metrics: dict, steps: int, world: int, stream_generator=None) -> dict:
     data = (
         f"Rendered on the fly by the embedded parametric face generator (`comface_hf.synthesis`, seed "
-        f"{args.generator_seed}): {args.num_identities} identities split 90/10 by identity, attributes: "
+        f"{args.generator_seed}, renderer {args.renderer_version}, photographic capture strength {args.photographic}): "
+        f"{args.num_identities} identities split 90/10 by identity, attributes: "
         f"{args.attributes}, alpha in [{args.alpha_min}, {args.alpha_max}] step {args.alpha_step}, {args.image_size} px."
         if args.data_source == "stream"
         else f"The `comface_synthetic` corpus, configuration `{args.corpus_config}`, train split (90% of identities)."
