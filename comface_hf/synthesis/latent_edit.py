@@ -7,7 +7,6 @@ mapping output of a deterministic per-identity ``z`` and ``n_m`` broadcast over 
 from __future__ import annotations
 
 import collections
-import importlib
 import inspect
 import os
 from pathlib import Path
@@ -44,7 +43,8 @@ def load_directions(directions_dir: Union[str, os.PathLike]) -> Dict[str, torch.
         try:
             array = np.load(f, allow_pickle=False)
         except (ValueError, OSError) as exc:
-            raise ComFaceInputError(f"{f} is not a readable .npy array ({exc}); save boundaries with np.save.") from None
+            raise ComFaceInputError(
+                f"{f} is not a readable .npy array ({exc}); save boundaries with np.save.") from None
         if not np.issubdtype(array.dtype, np.number):
             raise ComFaceInputError(f"{f} holds {array.dtype} values, not numbers: a boundary is a float vector.")
         out[f.stem] = torch.from_numpy(np.asarray(array, dtype=np.float32)).reshape(-1)
@@ -290,14 +290,16 @@ class LatentEditGenerator:
 
         Render x and y of a batch of pairs in ONE call (``torch.cat``): one synthesis pass of twice the batch.
         """
-        ids, attrs, alphas = validate_render_inputs(identities, attributes, alphas, len(self.attribute_names), self.alpha_range)
+        ids, attrs, alphas = validate_render_inputs(
+            identities, attributes, alphas, len(self.attribute_names), self.alpha_range)
         ws = self.latents(ids, attrs, alphas)
         dtype = SYNTHESIS_DTYPES[self.synthesis_dtype]
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             img = self.G.synthesis(ws, **self._synthesis_kwargs)
         img = (img.float().clamp(-1.0, 1.0) + 1.0) * 0.5
         if self.image_size is not None and img.shape[-1] != self.image_size:
-            img = F.interpolate(img, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
+            img = F.interpolate(img, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
+                                antialias=True)
         return img.clamp(0.0, 1.0)
 
     def describe(self) -> dict:
