@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import inspect
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -126,6 +127,7 @@ class LatentEditGenerator:
             images). Cached ``w`` are computed in fixed blocks of :attr:`identity_block` identities, so a value
             never depends on the batch it was asked for in (bit-exact resume). 0: no cache, one mapping call for
             exactly the batch's identities each time (values may then differ in the last bit between batches).
+        compile: ``torch.compile`` the synthesis network (falls back to eager, with a warning, if it cannot).
     """
 
     name = "comface-latent-edit"
@@ -146,6 +148,7 @@ class LatentEditGenerator:
         normalize_directions: Optional[bool] = None,
         synthesis_dtype: str = "float32",
         identity_cache_size: int = 300_000,
+        compile: bool = False,
     ) -> None:
         for attr in ("mapping", "synthesis"):
             if not callable(getattr(generator, attr, None)):
@@ -171,6 +174,7 @@ class LatentEditGenerator:
         self.identity_cache_size = int(identity_cache_size)
         self._cache: "collections.OrderedDict[int, torch.Tensor]" = collections.OrderedDict()
         self._synthesis_kwargs = _synthesis_kwargs(self.G)
+        self._compiled = torch.compile(self.G.synthesis, dynamic=False) if compile else None
 
         if isinstance(directions, (str, os.PathLike)):
             directions = load_directions(directions)
@@ -295,7 +299,17 @@ class LatentEditGenerator:
         ws = self.latents(ids, attrs, alphas)
         dtype = SYNTHESIS_DTYPES[self.synthesis_dtype]
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            img = self.G.synthesis(ws, **self._synthesis_kwargs)
+            img = None
+            if self._compiled is not None:
+                try:
+                    img = self._compiled(ws, **self._synthesis_kwargs)
+                except Exception as err:  # e.g. custom CUDA ops dynamo cannot trace, no C++ compiler
+                    warnings.warn(f"LatentEditGenerator(compile=True) could not compile the synthesis network "
+                                  f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                                  "synthesising eagerly.")
+                    self._compiled = None
+            if img is None:
+                img = self.G.synthesis(ws, **self._synthesis_kwargs)
         img = (img.float().clamp(-1.0, 1.0) + 1.0) * 0.5
         if self.image_size is not None and img.shape[-1] != self.image_size:
             img = F.interpolate(img, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
