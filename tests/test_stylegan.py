@@ -235,3 +235,22 @@ def test_two_stylegans_stream_through_the_trainer_and_resume_exactly_past_a_dama
     got = json.loads((crashed / "dump" / "rank0.json").read_text())
     assert got["weights_sha256"] == ref["weights_sha256"]
     assert (crashed / "checkpoint-0000006.damaged").is_dir()  # replaced when the run reached step 6 again
+
+
+def test_trainer_generator_options_fail_clearly(tmp_path):
+    from training.pretrain import main
+
+    base = ["--backbone", "test_resnet", "--image_size", "32", "--report_to", "none", "--output_dir", str(tmp_path / "o")]
+    with pytest.raises(ComFaceInputError, match="needs directions_dir"):
+        main(base + ["--generator", "latent-edit", "--generator_loader", FIXTURE])
+    with pytest.raises(ComFaceInputError, match="network pickle's local path"):
+        main(base + ["--generator", "latent-edit", "--directions_dir", str(tmp_path)])
+    dirs = save_directions(tmp_path / "d", unit_directions(["age"], w_dim=32))
+    spec = [{"loader": FIXTURE, "directions_dir": str(dirs)}, {"generator": "embedded", "attributes": "age"}]
+    (tmp_path / "g.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="'age' is edited by both"):
+        main(base + ["--generators_file", str(tmp_path / "g.json")])
+    (tmp_path / "bad.json").write_text(json.dumps([{"loader": FIXTURE, "direction": "x"}]))
+    with pytest.raises(ComFaceInputError, match="unknown key"):
+        main(base + ["--generators_file", str(tmp_path / "bad.json")])
+    assert not (tmp_path / "o" / "model").exists()

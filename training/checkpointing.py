@@ -170,7 +170,8 @@ def find_checkpoint(output_dir: Path, spec: str, missing_ok: bool = False, verif
         )
     problems = verify_checkpoint(path) if verify else []
     if problems:
-        intact = [p.name for p in list_checkpoints(path.parent) if p.resolve() != path.resolve() and not verify_checkpoint(p)]
+        intact = [p.name for p in list_checkpoints(path.parent)
+                  if p.resolve() != path.resolve() and not verify_checkpoint(p)]
         raise DamagedCheckpointError(
             f"The checkpoint {path} is damaged: {'; '.join(problems)}. It cannot be resumed from. "
             + (f"Intact checkpoints beside it: {', '.join(intact)}; pass one of them, or 'latest' to take the newest "

@@ -354,7 +354,8 @@ def build_stream_generator(args: PretrainArguments, device: torch.device):
                 G, directions, attribute_names=names, seed=seed, image_size=args.image_size,
                 truncation_psi=spec.get("truncation_psi", 1.0), device=device, alpha_min=args.alpha_min,
                 alpha_max=args.alpha_max, normalize_directions=True if spec.get("normalize_directions") else None,
-                synthesis_dtype=args.synthesis_dtype, identity_cache_size=args.identity_cache_size))
+                synthesis_dtype=args.synthesis_dtype, identity_cache_size=args.identity_cache_size,
+                compile=args.compile_generator))
         else:
             raise ComFaceInputError(f"Generator {label!r}: 'generator' must be embedded or latent-edit, got {kind!r}")
         labels.append(label)

@@ -7,9 +7,9 @@ mapping output of a deterministic per-identity ``z`` and ``n_m`` broadcast over 
 from __future__ import annotations
 
 import collections
-import importlib
 import inspect
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -44,7 +44,8 @@ def load_directions(directions_dir: Union[str, os.PathLike]) -> Dict[str, torch.
         try:
             array = np.load(f, allow_pickle=False)
         except (ValueError, OSError) as exc:
-            raise ComFaceInputError(f"{f} is not a readable .npy array ({exc}); save boundaries with np.save.") from None
+            raise ComFaceInputError(
+                f"{f} is not a readable .npy array ({exc}); save boundaries with np.save.") from None
         if not np.issubdtype(array.dtype, np.number):
             raise ComFaceInputError(f"{f} holds {array.dtype} values, not numbers: a boundary is a float vector.")
         out[f.stem] = torch.from_numpy(np.asarray(array, dtype=np.float32)).reshape(-1)
@@ -126,6 +127,7 @@ class LatentEditGenerator:
             images). Cached ``w`` are computed in fixed blocks of :attr:`identity_block` identities, so a value
             never depends on the batch it was asked for in (bit-exact resume). 0: no cache, one mapping call for
             exactly the batch's identities each time (values may then differ in the last bit between batches).
+        compile: ``torch.compile`` the synthesis network (falls back to eager, with a warning, if it cannot).
     """
 
     name = "comface-latent-edit"
@@ -146,6 +148,7 @@ class LatentEditGenerator:
         normalize_directions: Optional[bool] = None,
         synthesis_dtype: str = "float32",
         identity_cache_size: int = 300_000,
+        compile: bool = False,
     ) -> None:
         for attr in ("mapping", "synthesis"):
             if not callable(getattr(generator, attr, None)):
@@ -171,6 +174,7 @@ class LatentEditGenerator:
         self.identity_cache_size = int(identity_cache_size)
         self._cache: "collections.OrderedDict[int, torch.Tensor]" = collections.OrderedDict()
         self._synthesis_kwargs = _synthesis_kwargs(self.G)
+        self._compiled = torch.compile(self.G.synthesis, dynamic=False) if compile else None
 
         if isinstance(directions, (str, os.PathLike)):
             directions = load_directions(directions)
@@ -290,14 +294,26 @@ class LatentEditGenerator:
 
         Render x and y of a batch of pairs in ONE call (``torch.cat``): one synthesis pass of twice the batch.
         """
-        ids, attrs, alphas = validate_render_inputs(identities, attributes, alphas, len(self.attribute_names), self.alpha_range)
+        ids, attrs, alphas = validate_render_inputs(
+            identities, attributes, alphas, len(self.attribute_names), self.alpha_range)
         ws = self.latents(ids, attrs, alphas)
         dtype = SYNTHESIS_DTYPES[self.synthesis_dtype]
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            img = self.G.synthesis(ws, **self._synthesis_kwargs)
+            img = None
+            if self._compiled is not None:
+                try:
+                    img = self._compiled(ws, **self._synthesis_kwargs)
+                except Exception as err:  # e.g. custom CUDA ops dynamo cannot trace, no C++ compiler
+                    warnings.warn(f"LatentEditGenerator(compile=True) could not compile the synthesis network "
+                                  f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                                  "synthesising eagerly.")
+                    self._compiled = None
+            if img is None:
+                img = self.G.synthesis(ws, **self._synthesis_kwargs)
         img = (img.float().clamp(-1.0, 1.0) + 1.0) * 0.5
         if self.image_size is not None and img.shape[-1] != self.image_size:
-            img = F.interpolate(img, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
+            img = F.interpolate(img, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
+                                antialias=True)
         return img.clamp(0.0, 1.0)
 
     def describe(self) -> dict:

@@ -57,7 +57,8 @@ def check_generator(G: Any, source: str) -> Any:
     if missing or not callable(getattr(G, "mapping", None)) or not callable(getattr(G, "synthesis", None)):
         kind = type(G).__module__ + "." + type(G).__qualname__
         raise ComFaceInputError(
-            f"{source} holds a {kind}, not a StyleGAN generator: it lacks {', '.join(missing) or 'callable mapping/synthesis'}. "
+            f"{source} holds a {kind}, not a StyleGAN generator: it lacks "
+            f"{', '.join(missing) or 'callable mapping/synthesis'}. "
             "Pass a generator pickle (a training snapshot or a released *.pkl with G_ema), not a discriminator or "
             "another network."
         )
@@ -79,7 +80,8 @@ def load_nvidia_pickle(checkpoint: str | os.PathLike, key: str = "G_ema", **_: A
         )
     path = Path(text).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"No generator checkpoint at {path}: pass the path of a StyleGAN network pickle (*.pkl).")
+        raise FileNotFoundError(
+            f"No generator checkpoint at {path}: pass the path of a StyleGAN network pickle (*.pkl).")
     with open(path, "rb") as f:
         data = f.read()
     needs_nvidia = any(name.encode() in data for name in NVIDIA_MODULES)
