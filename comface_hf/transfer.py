@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from .image_processing_comface import COMFACE_MEAN, COMFACE_STD, ComFaceImageProcessor
+from .linear_probe import DEFAULT_LOG10_GRID, fit_ridge_probe, pair_features
 from .transfer_data import (
     ChangePair,
     ChangePairDataset,
@@ -74,8 +75,20 @@ INIT_FORMS: str = (
 DEFAULT_SCRATCH_IMAGE_SIZE = 64
 #: Input size of a timm-weights model when none is given: what ImageNet weights are trained at.
 DEFAULT_TIMM_IMAGE_SIZE = 224
-DEFAULT_LR = {"linear": 1e-3, "finetune": 1e-4}
+#: Linear-head solvers (``--linear_solver``): the exact ridge head on cached features (default), or the paper's
+#: gradient-trained head (Adam on MSE, Sec. 4.2).
+LINEAR_SOLVERS: tuple[str, ...] = ("closed_form", "sgd")
+#: Adam learning rates of the gradient-trained paths (labels standardised, warm-up then cosine decay).
+#: linear (sgd): checked to reach the closed-form optimum's validation MAE on the synthetic tasks; finetune: picked by
+#: benchmarks/finetune_sweep.py (see BENCHMARKS.md).
+DEFAULT_LR = {"linear": 1e-2, "finetune": 1e-3}
+#: Maximum epochs of the gradient-trained paths (early stopping usually ends fine-tuning sooner).
+DEFAULT_EPOCHS = {"linear": 100, "finetune": 15}
 METRIC_NAMES: tuple[str, ...] = ("mae", "pearson", "direction_accuracy")
+#: ``--align``: where a real photo's face landmarks come from (see :func:`load_task_dataset`).
+ALIGN_MODES: tuple[str, ...] = ("auto", "landmarks", "detector", "none")
+#: ``--align`` -> the builders' ``ManualDataConfig.landmarks`` option.
+ALIGN_TO_LANDMARKS: dict[str, str] = {"auto": "auto", "landmarks": "dataset", "detector": "detector", "none": "none"}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -92,11 +105,16 @@ class TaskData:
         dataset: ``datasets.Dataset`` with columns ``image``, ``subject``, ``value`` (one row per image).
         build_report: the builder's report as a dict (``num_rows``, ``bad_images``, ``single_image_subjects``...);
             ``None`` for synthetic tasks, which have nothing to skip.
+        align: the ``--align`` mode the table was built with (:data:`ALIGN_MODES`).
     """
 
     task: str
     dataset: datasets.Dataset
     build_report: Optional[dict[str, Any]] = None
+    align: str = "none"
+    #: Aligned crops ``(row, size) -> PIL image`` made so far: warping a photo is the slow part of reading it, and it
+    #: does not depend on the init, so every run over this table (inits, seeds, modes) shares it.
+    crops: dict = field(default_factory=dict, repr=False, compare=False)
 
     def summary(self) -> str:
         subjects = len(set(self.dataset["subject"]))
@@ -128,6 +146,7 @@ def load_task_dataset(
     synthetic_nuisance: float = 1.0,
     max_frames_per_subject: Optional[int] = None,
     synthetic_generator: Any = None,
+    align: str = "auto",
 ) -> TaskData:
     """Load (or render) a downstream task as one table of images.
 
@@ -141,12 +160,24 @@ def load_task_dataset(
         synthetic_subjects, synthetic_images_per_subject: size of a synthetic task.
         max_frames_per_subject: DISFA only: keep at most this many frames per subject (seeded).
         synthetic_generator: an ``EmbeddedFaceGenerator`` to reuse across tasks (saves its construction).
+        align: where each photo's face landmarks come from (:data:`ALIGN_MODES`): ``auto`` (the dataset's own, e.g.
+            FG-NET's ``.pts`` or a CSV column, else the face detector), ``landmarks`` (the dataset's only; images
+            without are skipped), ``detector`` (always detect), ``none`` (whole images, shorter side resized and
+            centre-cropped). The builder stores the landmarks (detections cached with the build); each image is then
+            warped into the canonical face frame at ``image_size`` once per run. Synthetic faces are rendered in the
+            frame: only ``auto`` and ``none`` apply to them.
 
     Returns:
         :class:`TaskData` with the builder's report.
     """
     check_choice("task", task, TASKS)
+    check_choice("align", align, ALIGN_MODES)
     if task.startswith("synthetic_"):
+        if align not in ("auto", "none"):
+            raise ValueError(
+                f"--align {align} does not apply to the synthetic task {task!r}: its faces are rendered in the "
+                "canonical face frame already (no landmarks or detector needed). Use --align auto or none."
+            )
         if data_dir:
             warnings.warn(f"--data_dir is ignored for the synthetic task {task!r} (its images are rendered).")
         dataset = make_synthetic_task(
@@ -158,7 +189,7 @@ def load_task_dataset(
             nuisance=synthetic_nuisance,
             generator=synthetic_generator,
         )
-        return TaskData(task, dataset, None)
+        return TaskData(task, dataset, None, "none")
 
     if not data_dir:
         raise ValueError(
@@ -166,6 +197,7 @@ def load_task_dataset(
             "See dataset_builders/<name>/README.md for the expected layout, or use a synthetic_* task."
         )
     # Imported here: the builders live at the repository root (like metrics/), not inside the package.
+    face = {"landmarks": ALIGN_TO_LANDMARKS[align], "face_size": int(image_size)}
     if task.startswith("disfa_"):
         from dataset_builders.disfa import Disfa
 
@@ -175,19 +207,20 @@ def load_task_dataset(
             cache_dir=cache_dir,
             max_frames_per_subject=max_frames_per_subject,
             seed=data_seed,
+            **face,
         )
     elif task == "fgnet":
         from dataset_builders.fgnet import Fgnet
 
-        builder = Fgnet(data_dir=data_dir, cache_dir=cache_dir)
+        builder = Fgnet(data_dir=data_dir, cache_dir=cache_dir, **face)
     else:
         from dataset_builders.face_change import FaceChange
 
-        builder = FaceChange(data_dir=data_dir, cache_dir=cache_dir)
+        builder = FaceChange(data_dir=data_dir, cache_dir=cache_dir, **face)
     builder.download_and_prepare()
     dataset = builder.as_dataset(split="train")
     report = builder.build_report
-    return TaskData(task, dataset, report.to_dict() if report is not None else None)
+    return TaskData(task, dataset, report.to_dict() if report is not None else None, align)
 
 
 def sample_task_pairs(
@@ -372,9 +405,18 @@ def build_change_model(
 
 @dataclass
 class TransferSettings:
-    """Optimisation settings shared by all folds of a run."""
+    """Optimisation settings shared by all folds of a run.
 
-    epochs: int = 10
+    Linear evaluation defaults to the exact ridge head (:mod:`comface_hf.linear_probe`): f runs once per image, the
+    least-squares head on ``ReLU(f(y) - f(x))`` is solved in closed form for a grid of L2 penalties and the penalty
+    with the best validation MAE is kept (``epochs``/``lr`` do not apply). ``linear_solver="sgd"`` trains the head
+    with Adam as in the paper; it and fine-tuning use: labels standardised with the training pairs' mean and std (the
+    head is mapped back afterwards, so predictions and metrics are in the task's units), a linear warm-up over
+    ``warmup_fraction`` of the steps then cosine decay to 0, model selection on validation MAE after every epoch and
+    early stopping after ``patience`` epochs without improvement (0: never stop early).
+    """
+
+    epochs: Optional[int] = None  # None: DEFAULT_EPOCHS[mode]
     batch_size: int = 32
     lr: Optional[float] = None  # None: DEFAULT_LR[mode]
     weight_decay: float = 0.0
@@ -384,41 +426,147 @@ class TransferSettings:
     show_progress: bool = True
     # Linear evaluation without augmentation: f is frozen and in eval mode, so f(image) is a fixed function; computing
     # it once per image and training l on the stored features gives the same model as running f every step, at a
-    # fraction of the cost (the many-epoch regime linear probes need).
+    # fraction of the cost (the many-epoch regime linear probes need). The closed-form solver always uses features.
     cache_features: bool = True
+    linear_solver: str = "closed_form"
+    ridge_log10_grid: tuple[float, ...] = DEFAULT_LOG10_GRID  # alpha = n_train * 10^k (closed form)
+    standardize_labels: bool = True
+    warmup_fraction: float = 0.1
+    schedule: str = "cosine"  # or "constant" (the paper's plain Adam)
+    patience: int = 5
+    # Decode (and align) every image once per run and keep the model-ready tensors in memory.
+    cache_images: bool = True
 
     def learning_rate(self, mode: str) -> float:
         return float(self.lr if self.lr is not None else DEFAULT_LR[mode])
 
+    def num_epochs(self, mode: str) -> int:
+        return int(self.epochs if self.epochs is not None else DEFAULT_EPOCHS[mode])
 
-class _IndexedPairs(torch.utils.data.Dataset):
-    """`ChangePairDataset` items plus ``pair_index`` (the row of pairs.csv), so gathered predictions can be matched."""
+    def uses_closed_form(self, mode: str) -> bool:
+        return mode == "linear" and self.linear_solver == "closed_form"
 
-    def __init__(self, pairs_dataset: ChangePairDataset, indices: Sequence[int]):
-        self.pairs_dataset, self.indices = pairs_dataset, list(indices)
+    def check(self) -> None:
+        """Clear errors for settings that cannot work together."""
+        check_choice("linear_solver", self.linear_solver, LINEAR_SOLVERS)
+        check_choice("schedule", self.schedule, ("cosine", "constant"))
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}.")
+        if self.augment and self.linear_solver == "closed_form":
+            raise ValueError(
+                "--augment needs a gradient-trained head (every step sees new augmented images); the closed-form "
+                "linear head is solved once on fixed features. Use --linear_solver sgd with --augment."
+            )
+
+
+class _RowTensors:
+    """Model-ready tensors of the task's images, computed on first use and (with ``keep``) kept in memory.
+
+    ``transform`` maps one dataset row (``image`` and, for real photos, ``landmarks``/``landmark_scheme``) to a
+    normalised ``[C, S, S]`` tensor; with ``keep`` each image is decoded and aligned once per run, whatever the number
+    of epochs and folds.
+    """
+
+    def __init__(self, data: TaskData, transform: Callable[[dict], torch.Tensor], keep: bool = True):
+        columns = [c for c in ("image", "landmarks", "landmark_scheme") if c in data.dataset.column_names]
+        self.rows = data.dataset.select_columns(columns)
+        self.transform, self.keep = transform, keep
+        self.cache: dict[int, torch.Tensor] = {}
+        self.crops = data.crops if isinstance(transform, RowTransform) else None
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        index = int(index)
+        tensor = self.cache.get(index)
+        if tensor is None:
+            if self.crops is not None:  # the aligned crop is shared by every run over the same table
+                key = (index, self.transform.size)
+                crop = self.crops.get(key)
+                if crop is None:
+                    crop = self.transform.crop(self.rows[index])
+                    if self.keep:
+                        self.crops[key] = crop
+                tensor = self.transform.to_tensor(crop)
+            else:
+                tensor = self.transform(self.rows[index])
+            if self.keep:
+                self.cache[index] = tensor
+        return tensor
+
+    def warm(self, indices: Sequence[int], show_progress: bool = False) -> None:
+        """Decode and align ``indices`` now (with a progress bar), so epochs only read memory."""
+        from tqdm.auto import tqdm
+
+        if not self.keep:
+            return
+        todo = sorted({int(i) for i in indices} - self.cache.keys())
+        for i in tqdm(todo, desc="decoding and aligning images", disable=not show_progress or len(todo) < 50,
+                      leave=False):
+            self[i]
+
+
+class RowTransform:
+    """One dataset row -> the model's input: warped into the canonical face frame with the row's own landmarks (when
+    the builder stored some, see ``--align``), then resized/normalised by the image processor with ``align=False``.
+
+    Rows without landmarks (``--align none``, rendered synthetic faces) go to the processor whole (shorter side
+    resized, centre crop). The same function serves linear evaluation and fine-tuning; :meth:`crop` (the slow,
+    init-independent part) and :meth:`to_tensor` are separate so crops can be shared across inits.
+    """
+
+    def __init__(self, spec: ChangeModelSpec):
+        from .face_alignment import FaceAligner
+
+        self.size = int(spec.image_size)
+        self.processor = spec.image_processor()
+        self.aligner = FaceAligner(size=self.size, detector=None, skip_if_aligned=False, warn_small=False)
+
+    def crop(self, row: dict) -> Any:
+        image = row["image"]
+        landmarks = row.get("landmarks")
+        if landmarks is not None and len(landmarks) > 0:
+            image = self.aligner.align(image, landmarks=landmarks, scheme=row.get("landmark_scheme") or "auto").image
+        return image
+
+    def to_tensor(self, image: Any) -> torch.Tensor:
+        return self.processor(image, align=False, return_tensors="pt")["pixel_values"][0]
+
+    def __call__(self, row: dict) -> torch.Tensor:
+        return self.to_tensor(self.crop(row))
+
+
+def row_transform(spec: ChangeModelSpec) -> RowTransform:
+    """The per-row input function of ``spec`` (see :class:`RowTransform`)."""
+    return RowTransform(spec)
+
+
+class _StoredPairs(torch.utils.data.Dataset):
+    """Pairs over stored per-image tensors (images or backbone features) with ``pair_index`` (the row of pairs.csv).
+
+    ``store[row]`` is the tensor of image row ``row`` (``row_of`` maps image rows to store rows; identity when
+    omitted). With features, the ``pixel_values_x``/``pixel_values_y`` keys hold h `[F]` (not images) so that the
+    training loop, `accelerator.prepare` and `gather_for_metrics` stay identical; `_HeadOnFeatures` consumes them.
+    """
+
+    def __init__(self, store: Any, pairs: Sequence[ChangePair], indices: Sequence[int],
+                 row_of: Optional[dict[int, int]] = None):
+        self.store, self.row_of, self.pairs, self.indices = store, row_of, list(pairs), list(indices)
 
     def __len__(self) -> int:
-        return len(self.pairs_dataset)
+        return len(self.pairs)
+
+    def _get(self, row: int) -> torch.Tensor:
+        return self.store[self.row_of[row] if self.row_of is not None else row]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {**self.pairs_dataset[i], "pair_index": torch.tensor(self.indices[i])}
-
-
-def _pair_loader(
-    data: TaskData,
-    pairs: Sequence[ChangePair],
-    pair_indices: Sequence[int],
-    transform: Callable,
-    batch_size: int,
-    shuffle: bool,
-    seed: int,
-    num_workers: int,
-) -> torch.utils.data.DataLoader:
-    dataset = _IndexedPairs(ChangePairDataset(data.dataset, pairs, transform=transform), pair_indices)
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers
-    )
+        p = self.pairs[i]
+        return {
+            "pixel_values_x": self._get(p.index_x),
+            "pixel_values_y": self._get(p.index_y),
+            "labels": torch.tensor(p.label, dtype=torch.float32),
+            "pair_index": torch.tensor(self.indices[i]),
+        }
 
 
 def _augment_normalised(pixel_values: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator):
@@ -426,29 +574,6 @@ def _augment_normalised(pixel_values: torch.Tensor, mean: torch.Tensor, std: tor
     from .augment import augment_batch
 
     return (augment_batch((pixel_values * std + mean).clamp(0, 1), generator) - mean) / std
-
-
-class _FeaturePairs(torch.utils.data.Dataset):
-    """Pairs over precomputed backbone features, in the item layout of `_IndexedPairs`.
-
-    The ``pixel_values_x``/``pixel_values_y`` keys hold features h `[F]` here (not images) so that the training loop,
-    `accelerator.prepare` and `gather_for_metrics` stay identical for both paths; `_HeadOnFeatures` consumes them.
-    """
-
-    def __init__(self, features: torch.Tensor, row_of: dict[int, int], pairs: Sequence[ChangePair], indices: Sequence[int]):
-        self.features, self.row_of, self.pairs, self.indices = features, row_of, list(pairs), list(indices)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        p = self.pairs[i]
-        return {
-            "pixel_values_x": self.features[self.row_of[p.index_x]],
-            "pixel_values_y": self.features[self.row_of[p.index_y]],
-            "labels": torch.tensor(p.label, dtype=torch.float32),
-            "pair_index": torch.tensor(self.indices[i]),
-        }
 
 
 class _HeadOnFeatures(nn.Module):
@@ -471,29 +596,61 @@ class _HeadOnFeatures(nn.Module):
 
 @torch.no_grad()
 def _backbone_features(
-    model: nn.Module, data: TaskData, image_indices: Sequence[int], transform: Callable, batch_size: int, device
+    model: nn.Module, images: _RowTensors, image_indices: Sequence[int], batch_size: int, device
 ) -> tuple[torch.Tensor, dict[int, int]]:
     """f(image) `[U, F]` (CPU) for the given image rows, and image row -> feature row."""
     model.to(device)
     model.backbone.eval()
-    images = data.dataset.select_columns(["image"])
-    rows = sorted(set(image_indices))
+    rows = sorted(set(int(i) for i in image_indices))
     chunks = []
     for start in range(0, len(rows), 2 * batch_size):
-        batch = torch.stack([transform(images[i]["image"]) for i in rows[start : start + 2 * batch_size]])
+        batch = torch.stack([images[i] for i in rows[start : start + 2 * batch_size]])
         chunks.append(model.backbone(batch.to(device)).float().cpu())
     return torch.cat(chunks), {row: k for k, row in enumerate(rows)}
 
 
+@dataclass
+class _LabelScale:
+    """Training-label standardisation: the model learns (label - mean) / std; predictions are mapped back."""
+
+    mean: float = 0.0
+    std: float = 1.0
+
+    @classmethod
+    def fit(cls, labels: Sequence[float], enabled: bool, symmetric: bool) -> "_LabelScale":
+        labels = np.asarray(labels, dtype=np.float64)
+        if not enabled or len(labels) == 0:
+            return cls()
+        # The symmetric head has no usable bias (it cancels), so its labels are only scaled (root mean square).
+        mean = 0.0 if symmetric else float(labels.mean())
+        std = float(np.sqrt(np.mean((labels - mean) ** 2)))
+        return cls(mean, std if std > 1e-12 else 1.0)
+
+    def scale(self, labels: torch.Tensor) -> torch.Tensor:
+        return (labels - self.mean) / self.std
+
+    def unscale(self, values: torch.Tensor) -> torch.Tensor:
+        return values * self.std + self.mean
+
+    @torch.no_grad()
+    def fold_into_head(self, model: nn.Module) -> None:
+        """Make the model's own output the task's units: l(.) * std + mean (exact for both head variants)."""
+        linear = model.difference_head.linear
+        linear.weight.mul_(self.std)
+        linear.bias.mul_(self.std).add_(self.mean)
+
+
 @torch.no_grad()
-def _predict(model: nn.Module, loader, accelerator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pair_index, prediction, label) over a prepared loader, gathered from all processes (padding dropped)."""
+def _predict(model: nn.Module, loader, accelerator, label_scale: Optional[_LabelScale] = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pair_index, prediction in task units, label) over a prepared loader, gathered from all processes."""
     model.eval()
+    label_scale = label_scale or _LabelScale()
     indices, preds, labels = [], [], []
     for batch in loader:
         index = batch.pop("pair_index")
-        change = model(batch["pixel_values_x"], batch["pixel_values_y"]).change
-        index, change, label = accelerator.gather_for_metrics((index, change.float(), batch["labels"].float()))
+        change = label_scale.unscale(model(batch["pixel_values_x"], batch["pixel_values_y"]).change.float())
+        index, change, label = accelerator.gather_for_metrics((index, change, batch["labels"].float()))
         indices.append(index.cpu())
         preds.append(change.cpu())
         labels.append(label.cpu())
@@ -502,17 +659,41 @@ def _predict(model: nn.Module, loader, accelerator) -> tuple[np.ndarray, np.ndar
     return torch.cat(indices).numpy(), torch.cat(preds).double().numpy(), torch.cat(labels).double().numpy()
 
 
+def _lr_lambda(total_steps: int, warmup_fraction: float, schedule: str) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to 0 (or constant)."""
+    warmup = int(round(warmup_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def still_improving(history: Sequence[dict[str, float]], key: str = "val_loss") -> bool:
+    """Whether the validation loss was still falling at the last epoch (a sign of stopping too early)."""
+    values = [h[key] for h in history if h.get("epoch", 0) >= 1 and h.get(key) is not None]
+    return len(values) >= 2 and values[-1] < values[-2] and values[-1] <= min(values)
+
+
 @dataclass
 class FoldResult:
     """Outcome of :func:`run_fold`.
 
     Attributes:
-        metrics: test ``{"mae", "pearson", "direction_accuracy"}`` of the selected epoch.
-        best_epoch: 1-based epoch with the best validation MAE (the weights kept for testing).
-        history: per epoch ``{"epoch", "train_loss", "val_loss", "val_mae"}``.
+        metrics: test ``{"mae", "pearson", "direction_accuracy"}`` of the selected model.
+        best_epoch: 1-based epoch with the best validation MAE (the weights kept for testing); 0 for the closed-form
+            head (no epochs).
+        history: per epoch ``{"epoch", "train_loss", "val_loss", "val_mae", "lr"}``; for the closed-form head per
+            penalty ``{"alpha", "val_loss", "val_mae"}``.
         predictions: ``[(pair_index, prediction, label)]`` on the test pairs.
-        model: the unwrapped model holding the selected weights (on CPU).
+        model: the unwrapped model holding the selected weights (on CPU), predicting in the task's units.
         seconds: wall time of the fold.
+        selection: how the model was selected (``{"alpha": ...}`` or ``{"epoch": ..., "stopped_at": ...}``).
     """
 
     metrics: dict[str, float]
@@ -522,6 +703,7 @@ class FoldResult:
     model: nn.Module
     seconds: float
     num_pairs: dict[str, int] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)
 
 
 def run_fold(
@@ -534,18 +716,21 @@ def run_fold(
     accelerator: Any = None,
     metrics_modules: Optional[dict[str, Any]] = None,
     description: str = "fold",
+    images: Optional[_RowTensors] = None,
 ) -> FoldResult:
-    """Train on ``fold.train`` subjects, select the epoch on ``fold.val``, test on ``fold.test``.
+    """Train on ``fold.train`` subjects, select on ``fold.val``, test on ``fold.test``.
 
     ``spec.model`` must hold the initial weights (already prepared for ``mode`` by :func:`build_change_model`); it is
-    trained in place. Only parameters with ``requires_grad`` are optimised (Adam), so linear evaluation trains l only.
-    In linear mode without augmentation (and ``settings.cache_features``), the frozen f runs once per image and l is
-    trained on the stored features; the result is the same as running f at every step.
+    trained in place. Linear evaluation with the default ``closed_form`` solver runs f once per image and solves the
+    ridge head exactly, the penalty chosen on the validation pairs (:func:`comface_hf.linear_probe.fit_ridge_probe`).
+    Otherwise only parameters with ``requires_grad`` are optimised (Adam on standardised labels, warm-up + cosine,
+    early stopping on validation MAE). ``images`` shares decoded/aligned tensors across folds.
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
+    settings.check()
     accelerator = accelerator or Accelerator()
     metrics_modules = metrics_modules or load_change_metrics()
     index_of = {p: i for i, p in enumerate(pairs)}
@@ -553,39 +738,65 @@ def run_fold(
     for name, subset in split.items():
         if not subset:
             raise ValueError(f"{description}: no {name} pairs (subjects {getattr(fold, name)}); add subjects or pairs.")
-    processor = spec.image_processor()
+    images = images or _RowTensors(data, row_transform(spec), keep=settings.cache_images)
+    image_rows = [i for subset in split.values() for p in subset for i in (p.index_x, p.index_y)]
+    images.warm(image_rows, settings.show_progress and accelerator.is_local_main_process)
+    symmetric = bool(getattr(spec.model.config, "symmetric_change", False))
 
-    def transform(image) -> torch.Tensor:
-        return processor(image, return_tensors="pt")["pixel_values"][0]
+    if settings.uses_closed_form(mode):
+        features, row_of = _backbone_features(spec.model, images, image_rows, settings.batch_size, accelerator.device)
+        feats = features.double().numpy()
 
-    use_cache = mode == "linear" and settings.cache_features and not settings.augment
-    if use_cache:
-        image_rows = [i for subset in split.values() for p in subset for i in (p.index_x, p.index_y)]
-        features, row_of = _backbone_features(
-            spec.model, data, image_rows, transform, settings.batch_size, accelerator.device
+        def design(subset):
+            fx = feats[[row_of[p.index_x] for p in subset]]
+            fy = feats[[row_of[p.index_y] for p in subset]]
+            return pair_features(fx, fy, symmetric), np.array([p.label for p in subset], dtype=np.float64)
+
+        (train_x, train_y), (val_x, val_y), (test_x, test_y) = (design(split[k]) for k in ("train", "val", "test"))
+        probe = fit_ridge_probe(train_x, train_y, val_x, val_y, symmetric=symmetric, log10_grid=settings.ridge_log10_grid)
+        head = spec.model.difference_head.linear
+        with torch.no_grad():
+            # The symmetric head predicts w.(h_y - h_x)/2 and the probe's features are (h_y - h_x)/2: same w.
+            head.weight.copy_(torch.from_numpy(probe.coef).to(head.weight.dtype).view_as(head.weight))
+            head.bias.fill_(probe.intercept)
+        pred = probe.predict(test_x)
+        index = np.array([index_of[p] for p in split["test"]])
+        metrics = compute_change_metrics(pred, test_y, metrics_modules)
+        result_model = spec.model.cpu()
+        return FoldResult(
+            metrics=metrics, best_epoch=0, history=probe.history,
+            predictions=[(int(i), float(p), float(t)) for i, p, t in zip(index, pred, test_y)],
+            model=result_model, seconds=time.perf_counter() - start,
+            num_pairs={name: len(subset) for name, subset in split.items()},
+            selection={"solver": "closed_form", "alpha": probe.alpha, "alpha_over_n_train": probe.alpha / len(train_x),
+                       "val_mae": float(probe.val_mae[probe.selected_index])},
         )
-        loaders = {
-            name: torch.utils.data.DataLoader(
-                _FeaturePairs(features, row_of, subset, [index_of[p] for p in subset]),
-                batch_size=settings.batch_size, shuffle=(name == "train"),
-                generator=torch.Generator().manual_seed(settings.seed),
-            )
-            for name, subset in split.items()
-        }
+
+    use_features = mode == "linear" and settings.cache_features and not settings.augment
+    if use_features:
+        store, row_of = _backbone_features(spec.model, images, image_rows, settings.batch_size, accelerator.device)
         model: nn.Module = _HeadOnFeatures(spec.model)
     else:
-        loaders = {
-            name: _pair_loader(
-                data, subset, [index_of[p] for p in subset], transform, settings.batch_size,
-                shuffle=(name == "train"), seed=settings.seed, num_workers=settings.num_workers,
-            )
-            for name, subset in split.items()
-        }
-        model = spec.model
+        store, row_of, model = images, None, spec.model
+    loaders = {
+        name: torch.utils.data.DataLoader(
+            _StoredPairs(store, subset, [index_of[p] for p in subset], row_of),
+            batch_size=settings.batch_size, shuffle=(name == "train"),
+            generator=torch.Generator().manual_seed(settings.seed),
+            num_workers=0 if use_features else settings.num_workers,
+        )
+        for name, subset in split.items()
+    }
+    label_scale = _LabelScale.fit([p.label for p in split["train"]], settings.standardize_labels, symmetric)
+    epochs = settings.num_epochs(mode)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=settings.learning_rate(mode), weight_decay=settings.weight_decay)
-    model, optimizer, train_dl, val_dl, test_dl = accelerator.prepare(
-        model, optimizer, loaders["train"], loaders["val"], loaders["test"]
+    steps = epochs * len(loaders["train"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(steps, settings.warmup_fraction, settings.schedule)
+    )
+    model, optimizer, train_dl, val_dl, test_dl, scheduler = accelerator.prepare(
+        model, optimizer, loaders["train"], loaders["val"], loaders["test"], scheduler
     )
     unwrapped = accelerator.unwrap_model(model)
     mean = torch.tensor(spec.image_mean, device=accelerator.device).view(1, -1, 1, 1)
@@ -593,46 +804,61 @@ def run_fold(
     aug_generator = torch.Generator().manual_seed(settings.seed + accelerator.process_index)
 
     def validate() -> tuple[float, float]:
-        _, pred, label = _predict(model, val_dl, accelerator)
+        _, pred, label = _predict(model, val_dl, accelerator, label_scale)
         return float(np.mean((pred - label) ** 2)), float(np.mean(np.abs(pred - label)))
 
     # Epoch 0 (the initial weights) is recorded for reference but is not a candidate: selection picks among trained
     # epochs, as in the paper (a re-initialised l would otherwise compete as a zero predictor).
     val_loss, val_mae = validate()
     history = [{"epoch": 0, "train_loss": float("nan"), "val_loss": val_loss, "val_mae": val_mae}]
-    best_mae, best_epoch, best_state = math.inf, 0, None
-    steps = settings.epochs * len(train_dl)
+    best_mae, best_epoch, best_state, since_best = math.inf, 0, None, 0
     progress = tqdm(
         total=steps, desc=description, disable=not (settings.show_progress and accelerator.is_local_main_process),
         leave=False,
     )
-    for epoch in range(1, settings.epochs + 1):
+    for epoch in range(1, epochs + 1):
         model.train()
         losses = []
         for batch in train_dl:
             batch.pop("pair_index")
+            batch["labels"] = label_scale.scale(batch["labels"])
             if settings.augment:
                 batch["pixel_values_x"] = _augment_normalised(batch["pixel_values_x"], mean, std, aug_generator)
                 batch["pixel_values_y"] = _augment_normalised(batch["pixel_values_y"], mean, std, aug_generator)
             loss = model(**batch).loss
             accelerator.backward(loss)
             optimizer.step()
+            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.detach().float())
             progress.update(1)
-        train_loss = accelerator.gather(torch.stack(losses).mean().reshape(1)).mean().item()
+        # Training loss in the task's units (MSE scales with std^2), comparable to the validation loss.
+        train_loss = accelerator.gather(torch.stack(losses).mean().reshape(1)).mean().item() * label_scale.std**2
         val_loss, val_mae = validate()
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_mae": val_mae})
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_mae": val_mae,
+                        "lr": float(scheduler.get_last_lr()[0])})
         progress.set_postfix(train_loss=f"{train_loss:.3f}", val_mae=f"{val_mae:.3f}")
         if best_state is None or val_mae < best_mae:  # gathered figures: every process keeps the same epoch
-            best_mae, best_epoch = val_mae, epoch
+            best_mae, best_epoch, since_best = val_mae, epoch, 0
             best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+        else:
+            since_best += 1
+            if settings.patience and since_best >= settings.patience:
+                break
     progress.close()
+    stopped_at = history[-1]["epoch"]
+    if mode == "linear" and stopped_at == epochs and still_improving(history):
+        warnings.warn(
+            f"{description}: the validation loss was still falling at the last epoch ({epochs}); the SGD head has not "
+            "converged. Raise --epochs or --lr, or use the exact head (--linear_solver closed_form).",
+            stacklevel=2,
+        )
 
     unwrapped.load_state_dict(best_state)
-    index, pred, label = _predict(model, test_dl, accelerator)
+    index, pred, label = _predict(model, test_dl, accelerator, label_scale)
     metrics = compute_change_metrics(pred, label, metrics_modules)
     result_model = spec.model.cpu()  # with cached features, `unwrapped` is only the head: return the whole model
+    label_scale.fold_into_head(result_model)  # the returned model predicts in the task's units
     accelerator.free_memory()  # drops the prepared references so the next fold starts clean
     return FoldResult(
         metrics=metrics,
@@ -642,6 +868,8 @@ def run_fold(
         model=result_model,
         seconds=time.perf_counter() - start,
         num_pairs={name: len(subset) for name, subset in split.items()},
+        selection={"solver": "sgd" if mode == "linear" else "finetune", "epoch": best_epoch, "stopped_at": stopped_at,
+                   "label_mean": label_scale.mean, "label_std": label_scale.std},
     )
 
 
@@ -681,6 +909,7 @@ def run_protocol(
     accelerator: Any = None,
     data_kwargs: Optional[dict[str, Any]] = None,
     keep_models: bool = False,
+    align: str = "auto",
 ) -> dict[str, Any]:
     """Cross-validated transfer of ``init`` to ``task`` in ``mode`` (Sec. 4.2); optionally writes the run's files.
 
@@ -699,6 +928,8 @@ def run_protocol(
         accelerator: an ``accelerate.Accelerator`` (one is created when omitted).
         data_kwargs: extra arguments of :func:`load_task_dataset` (``synthetic_subjects``, ``cache_dir``...).
         keep_models: also return the per-fold trained models under ``"models"`` (not JSON-able; for tests).
+        align: where real photos' face landmarks come from (:data:`ALIGN_MODES`; ignored when ``data`` is given,
+            which carries its own).
 
     Returns:
         dict with ``task``, ``init``, ``mode``, ``method``, ``settings``, ``data`` (sizes, build report), ``folds``
@@ -711,8 +942,8 @@ def run_protocol(
     check_choice("task", task, TASKS)
     check_choice("mode", mode, MODES)
     settings = settings or TransferSettings()
-    if settings.epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {settings.epochs}.")
+    settings.check()
+    check_choice("align", align, ALIGN_MODES)
     accelerator = accelerator or Accelerator()
     start = time.perf_counter()
 
@@ -721,7 +952,9 @@ def run_protocol(
     spec = build_change_model(init, mode, image_size, backbone, symmetric_change)
     initial_state = copy.deepcopy(spec.model.state_dict())
     if data is None:
-        data = load_task_dataset(task, data_dir, image_size=spec.image_size, data_seed=data_seed, **(data_kwargs or {}))
+        data = load_task_dataset(
+            task, data_dir, image_size=spec.image_size, data_seed=data_seed, align=align, **(data_kwargs or {})
+        )
     elif data.task != task:
         raise ValueError(f"`data` holds task {data.task!r} but task={task!r}.")
     accelerator.print(data.summary())
@@ -735,6 +968,8 @@ def run_protocol(
         save_pairs(pairs, Path(output_dir) / "pairs.csv")
 
     metrics_modules = load_change_metrics()
+    # Every image is decoded and aligned once for the whole run (all folds): the transform depends on the init only.
+    images = _RowTensors(data, row_transform(spec), keep=settings.cache_images)
     fold_records, predictions, models = [], [], []
     for k, fold in enumerate(split):
         # Every fold restarts from the same initial weights (and, for scratch, the same random draw).
@@ -742,10 +977,12 @@ def run_protocol(
         set_seed(settings.seed + k)
         result = run_fold(
             spec, mode, data, pairs, fold, settings, accelerator, metrics_modules,
-            description=f"{task} {mode} fold {k + 1}/{len(split)}",
+            description=f"{task} {mode} fold {k + 1}/{len(split)}", images=images,
         )
+        chosen = (f"penalty alpha {result.selection['alpha']:.3g}" if result.selection.get("solver") == "closed_form"
+                  else f"best epoch {result.best_epoch} (stopped at {result.selection.get('stopped_at')})")
         accelerator.print(
-            f"fold {k + 1}/{len(split)}: best epoch {result.best_epoch}, test MAE {result.metrics['mae']:.3f}, "
+            f"fold {k + 1}/{len(split)}: {chosen}, test MAE {result.metrics['mae']:.3f}, "
             f"Pearson {result.metrics['pearson']:.3f}, direction accuracy {result.metrics['direction_accuracy']:.3f} "
             f"({result.seconds:.0f} s)"
         )
@@ -757,6 +994,7 @@ def run_protocol(
                 "test_subjects": fold.test,
                 "num_pairs": result.num_pairs,
                 "best_epoch": result.best_epoch,
+                "selection": result.selection,
                 "history": result.history,
                 "test": result.metrics,
                 "seconds": result.seconds,
@@ -775,7 +1013,9 @@ def run_protocol(
         "method": method or spec.method,
         "settings": {
             **asdict(settings),
-            "lr": settings.learning_rate(mode),
+            "lr": None if settings.uses_closed_form(mode) else settings.learning_rate(mode),
+            "epochs": None if settings.uses_closed_form(mode) else settings.num_epochs(mode),
+            "align": data.align,
             "folds": folds,
             "val_fraction": val_fraction,
             "pairs_per_subject": pairs_per_subject,
@@ -785,7 +1025,10 @@ def run_protocol(
             "image_std": spec.image_std,
             "backbone": getattr(spec.model.config, "backbone", type(spec.model).__name__),
             "num_processes": accelerator.num_processes,
-            "model_selection": "trained epoch with the lowest validation MAE",
+            "model_selection": (
+                "ridge penalty with the lowest validation MAE (closed form)" if settings.uses_closed_form(mode)
+                else "trained epoch with the lowest validation MAE (early stopping)"
+            ),
         },
         "data": {
             "num_images": len(data.dataset),
@@ -837,8 +1080,11 @@ def _jsonable(value: Any) -> Any:
 
 
 __all__ = [
+    "ALIGN_MODES",
     "ChangeModelSpec",
+    "DEFAULT_EPOCHS",
     "DEFAULT_LR",
+    "LINEAR_SOLVERS",
     "FoldResult",
     "INIT_FORMS",
     "MODES",
@@ -850,6 +1096,7 @@ __all__ = [
     "load_task_dataset",
     "make_folds",
     "run_fold",
+    "row_transform",
     "run_protocol",
     "sample_task_pairs",
     "write_run_outputs",

@@ -30,6 +30,7 @@ from comface_hf.transfer import (
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
 FAST = TransferSettings(epochs=1, batch_size=16, lr=1e-2, show_progress=False)
+FAST_SGD = TransferSettings(epochs=1, batch_size=16, lr=1e-2, show_progress=False, linear_solver="sgd")
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,9 @@ def test_linear_feature_cache_matches_running_the_backbone(task, comface_folder)
     for cache in (True, False):
         torch.manual_seed(0)
         spec = build_change_model(comface_folder, "linear")
-        settings = TransferSettings(epochs=2, batch_size=8, lr=1e-2, show_progress=False, cache_features=cache)
+        settings = TransferSettings(
+            epochs=2, batch_size=8, lr=1e-2, show_progress=False, cache_features=cache, linear_solver="sgd"
+        )
         outcomes.append(run_fold(spec, "linear", task, pairs, fold, settings))
     cached, direct = outcomes
     assert cached.best_epoch == direct.best_epoch

@@ -7,8 +7,11 @@
         --mode linear --image_size 224
     accelerate launch training/transfer.py --task synthetic_age --init facecycle:outputs/facecycle/model --mode linear
 
-4-fold subject-disjoint cross-validation, 10% of the training subjects validate (the epoch with the best validation MAE
-is kept), MSE on value_y - value_x; test MAE, Pearson correlation and direction accuracy per fold with mean ± std.
+4-fold subject-disjoint cross-validation, 10% of the training subjects validate, MSE on value_y - value_x; test MAE,
+Pearson correlation and direction accuracy per fold with mean ± std. Linear evaluation solves the ridge head on the
+frozen features exactly, its penalty chosen on the validation subjects (`--linear_solver sgd`: the paper's Adam-trained
+head instead); fine-tuning uses standardised labels, warm-up + cosine decay and early stopping on validation MAE.
+Real photos are aligned into the canonical face frame (`--align`: the dataset's landmarks, else the detector).
 Writes pairs.csv, results.json, predictions.csv, scatter.png and table.md/.csv to --output_dir. The pairs depend only on
 the task and --data_seed, so runs of different inits are evaluated on identical pairs (or pass --pairs_file).
 Combine runs into one table with `python -m comface_hf.reports <dirs>/results.json --out table`.
@@ -26,8 +29,20 @@ from transformers import HfArgumentParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
+from comface_hf.errors import run_cli  # noqa: E402
 from comface_hf.reports import write_table  # noqa: E402
-from comface_hf.transfer import INIT_FORMS, MODES, TASKS, TransferSettings, check_choice, run_protocol  # noqa: E402
+from comface_hf.transfer import (  # noqa: E402
+    ALIGN_MODES,
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    INIT_FORMS,
+    LINEAR_SOLVERS,
+    MODES,
+    TASKS,
+    TransferSettings,
+    check_choice,
+    run_protocol,
+)
 
 
 @dataclass
@@ -41,9 +56,31 @@ class TransferArguments:
     method: Optional[str] = field(default=None, metadata={"help": "Row name in tables (default: from --init)."})
     folds: int = 4
     val_fraction: float = 0.1
-    epochs: int = 10
+    linear_solver: str = field(
+        default="closed_form",
+        metadata={"help": f"{' or '.join(LINEAR_SOLVERS)}: the exact ridge head (penalty chosen on the validation "
+                          "subjects) or the paper's Adam-trained head."},
+    )
+    align: str = field(
+        default="auto",
+        metadata={"help": f"{', '.join(ALIGN_MODES)}: face landmarks from the dataset (else the detector), the "
+                          "dataset only, the detector only, or no alignment (whole images). Synthetic: auto/none."},
+    )
+    epochs: Optional[int] = field(
+        default=None,
+        metadata={"help": f"Maximum epochs (sgd linear head / finetune); default {DEFAULT_EPOCHS['linear']} / "
+                          f"{DEFAULT_EPOCHS['finetune']}."},
+    )
     batch_size: int = field(default=32, metadata={"help": "Pairs per batch per process."})
-    lr: Optional[float] = field(default=None, metadata={"help": "Adam learning rate; default 1e-3 linear, 1e-4 finetune."})
+    lr: Optional[float] = field(
+        default=None,
+        metadata={"help": f"Adam peak learning rate; default {DEFAULT_LR['linear']:g} (sgd linear head), "
+                          f"{DEFAULT_LR['finetune']:g} (finetune)."},
+    )
+    warmup_fraction: float = field(default=0.1, metadata={"help": "Linear warm-up over this fraction of the steps."})
+    schedule: str = field(default="cosine", metadata={"help": "cosine (decay to 0 after warm-up) or constant."})
+    patience: int = field(default=5, metadata={"help": "Early stopping: epochs without a better validation MAE (0: off)."})
+    standardize_labels: bool = field(default=True, metadata={"help": "Train on (label - mean) / std (gradient paths)."})
     weight_decay: float = 0.0
     image_size: Optional[int] = field(
         default=None, metadata={"help": "Input size; a pretrained init fixes it (default: the init's, 64 for scratch)."}
@@ -67,14 +104,19 @@ def main() -> None:
     # Fail on a typo before any data is loaded or rendered.
     check_choice("task", args.task, TASKS)
     check_choice("mode", args.mode, MODES)
+    check_choice("linear_solver", args.linear_solver, LINEAR_SOLVERS)
+    check_choice("align", args.align, ALIGN_MODES)
     init_name = Path(args.init.rstrip("/")).name.replace(":", "-") or "init"
     output_dir = args.output_dir or f"outputs/transfer/{args.task}-{init_name}-{args.mode}"
 
     accelerator = Accelerator()
     settings = TransferSettings(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
-        augment=args.augment, num_workers=args.num_workers,
+        augment=args.augment, num_workers=args.num_workers, linear_solver=args.linear_solver,
+        warmup_fraction=args.warmup_fraction, schedule=args.schedule, patience=args.patience,
+        standardize_labels=args.standardize_labels,
     )
+    settings.check()
     data_kwargs = {"cache_dir": args.cache_dir}
     if args.task.startswith("synthetic_"):
         data_kwargs.update(
@@ -88,7 +130,7 @@ def main() -> None:
         data_dir=args.data_dir, output_dir=output_dir, folds=args.folds, val_fraction=args.val_fraction,
         pairs_per_subject=args.pairs_per_subject, pairs_file=args.pairs_file, data_seed=args.data_seed,
         image_size=args.image_size, backbone=args.backbone, symmetric_change=args.symmetric_change,
-        settings=settings, method=args.method, accelerator=accelerator, data_kwargs=data_kwargs,
+        settings=settings, method=args.method, accelerator=accelerator, data_kwargs=data_kwargs, align=args.align,
     )
 
     if accelerator.is_main_process:
@@ -106,4 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -1,0 +1,254 @@
+"""Real-face transfer table: scratch vs ComFace checkpoint(s) vs FaceCycle on FG-NET age change and JAFFE happiness
+change, linear evaluation and fine-tuning, the same pairs for every method; plus the alignment rows of issue 11.
+
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 nice -n 5 .venv/bin/python benchmarks/realface_table.py \
+        --checkpoint "ComFace (embedded r1.1)=/work/ckpts/embedded-r1.1" [--checkpoint "name=folder" ...] \
+        [--facecycle /tmp/facecycle/model] --out benchmarks/results/realface
+
+Data: ``../shared/realfaces/fgnet_dev`` (``fgnet`` builder, age, 4 folds) and ``../shared/realfaces/jaffe_dev``
+(``face_change`` builder over its metadata.csv, mean happiness rating, 3 folds: 5 subjects). Research databases:
+read in place, never copied; only metrics and predictions are written.
+
+Protocol (comface_hf.transfer.run_protocol): subject-disjoint folds, 10% validation subjects, pairs drawn once per
+dataset with data seed 0 (identical for every method, mode and seed). Linear evaluation: the exact ridge head (penalty
+chosen on the validation subjects); it is deterministic for a pretrained init, so such inits run once and the seeds
+only vary scratch's random weights. Fine-tuning: the library defaults (standardised labels, warm-up + cosine, early
+stopping on validation MAE) with ``--finetune_epochs`` as the maximum, over ``--finetune_seeds``.
+
+Alignment rows (issue 11): linear evaluation with ``--fgnet_align`` (default landmarks, detector, none) and
+``--jaffe_align`` (detector, none); the main table uses ``auto`` (FG-NET: its .pts; JAFFE: the detector).
+
+Writes under --out: ``runs/<dataset>-<align>-<init>-<mode>-s<seed>/`` (each run's results.json, predictions.csv,
+pairs.csv), ``summary.json`` (every aggregate) and ``table.md``. Finished runs are reused (delete a run folder to
+redo it), so the command can be resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from accelerate import Accelerator  # noqa: E402
+
+from comface_hf.transfer import TransferSettings, load_task_dataset, run_protocol  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "realfaces"
+DATASETS = {
+    # name: (task, default folder, folds, pairs per subject, what is estimated)
+    "fgnet": ("fgnet", SHARED / "fgnet_dev", 4, "age change (years)"),
+    "jaffe": ("face_change", SHARED / "jaffe_dev", 3, "happiness change (rating 1-5)"),
+}
+#: The paper's Table 6 (fine-tuning, ResNet50, the full FG-NET at full scale) for scale.
+PAPER_FGNET = {"Scratch": (8.980, 0.514), "ImageNet": (7.863, 0.614), "FaRL": (5.249, 0.851), "ComFace": (4.914, 0.870)}
+METRICS = (("mae", "MAE↓", True), ("pearson", "Corr.↑", False), ("direction_accuracy", "Acc.↑", False))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
+
+
+def pooled(results: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean ± std (ddof=1) of each metric over every fold of every seed."""
+    out = {}
+    for key, _, _ in METRICS:
+        values = np.array([f["test"][key] for r in results for f in r["folds"]], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        out[key] = {"mean": float(values.mean()) if len(values) else float("nan"),
+                    "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "n": int(len(values))}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", action="append", default=None,
+                        help="'name=folder' of a ComFace checkpoint (repeatable)")
+    parser.add_argument("--facecycle", default=None, help="a FaceCycle folder (training/pretrain.py --method facecycle)")
+    parser.add_argument("--fgnet", default=str(SHARED / "fgnet_dev"))
+    parser.add_argument("--jaffe", default=str(SHARED / "jaffe_dev"))
+    parser.add_argument("--datasets", default="fgnet,jaffe")
+    parser.add_argument("--modes", default="linear,finetune")
+    parser.add_argument("--seeds", default="0,1,2", help="linear evaluation seeds")
+    parser.add_argument("--finetune_seeds", default="0")
+    parser.add_argument("--finetune_epochs", type=int, default=3, help="maximum epochs (early stopping may end sooner)")
+    parser.add_argument("--finetune_inits", default="all", help="'all' or a comma list of init names to fine-tune")
+    parser.add_argument("--methods", default="all",
+                        help="'all' or a comma list of row names to run (e.g. to run inits in separate processes; "
+                             "a final run with 'all' reuses every finished run and writes the whole table)")
+    parser.add_argument("--pairs_per_subject", default="fgnet=10,jaffe=20")
+    parser.add_argument("--fgnet_align", default="detector,none",
+                        help="linear alignment rows (issue 11) besides auto (= FG-NET's own landmarks when every image "
+                             "has its .pts; add 'landmarks' to run it separately)")
+    parser.add_argument("--jaffe_align", default="detector,none")
+    parser.add_argument("--cache_dir", default="/tmp/comface_realface_cache", help="datasets cache (outside the repo)")
+    parser.add_argument("--out", default="benchmarks/results/realface")
+    args = parser.parse_args()
+
+    checkpoints = {}
+    for item in args.checkpoint or ["ComFace (embedded r1.1)=/work/ckpts/embedded-r1.1"]:
+        name, _, folder = item.partition("=")
+        if not folder or not (Path(folder) / "config.json").is_file():
+            raise SystemExit(f"--checkpoint {item!r}: write 'name=folder' with a ComFace checkpoint folder.")
+        checkpoints[name] = folder
+    first = json.loads((Path(next(iter(checkpoints.values()))) / "config.json").read_text())
+    image_size, backbone = int(first["image_size"]), first["backbone"]
+    inits = {f"Scratch ({backbone})": "scratch", **checkpoints}
+    if args.facecycle:
+        inits["FaceCycle"] = f"facecycle:{args.facecycle}"
+    for name, init in inits.items():
+        if init != "scratch":
+            folder = init.removeprefix("facecycle:")
+            size = json.loads((Path(folder) / "config.json").read_text())["image_size"]
+            if int(size) != image_size:
+                raise SystemExit(f"{name} takes {size} px but {next(iter(checkpoints))} {image_size} px.")
+    folders = {"fgnet": args.fgnet, "jaffe": args.jaffe}
+    pairs_per_subject = {k: int(v) for k, v in (item.split("=") for item in args.pairs_per_subject.split(","))}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    finetune_seeds = [int(s) for s in args.finetune_seeds.split(",")]
+    finetune_inits = list(inits) if args.finetune_inits == "all" else args.finetune_inits.split(",")
+    out = Path(args.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator()
+    started = time.perf_counter()
+
+    # (dataset, align, mode) jobs: the main table in 'auto' with both modes, the alignment rows linear only.
+    jobs = []
+    for ds in args.datasets.split(","):
+        for mode in args.modes.split(","):
+            jobs.append((ds, "auto", mode))
+        for align in (args.fgnet_align if ds == "fgnet" else args.jaffe_align).split(","):
+            if align:
+                jobs.append((ds, align, "linear"))
+
+    records, data_cache = [], {}
+    for ds, align, mode in jobs:
+        task, _, folds, what = DATASETS[ds]
+        key = (ds, align)
+        if key not in data_cache:
+            t0 = time.perf_counter()
+            data_cache[key] = load_task_dataset(task, folders[ds], image_size=image_size, cache_dir=args.cache_dir,
+                                                align=align)
+            accelerator.print(f"{ds} align={align}: {data_cache[key].summary()} ({time.perf_counter() - t0:.0f} s)")
+        data = data_cache[key]
+        for method, init in inits.items():
+            if mode == "finetune" and method not in finetune_inits:
+                continue
+            if args.methods != "all" and method not in args.methods.split(","):
+                continue
+            run_seeds = finetune_seeds if mode == "finetune" else (seeds if init == "scratch" else seeds[:1])
+            results = []
+            for seed in run_seeds:
+                run_dir = out / "runs" / f"{ds}-{align}-{_slug(method)}-{mode}-s{seed}"
+                if (run_dir / "results.json").is_file():
+                    results.append(json.loads((run_dir / "results.json").read_text()))
+                    continue
+                settings = TransferSettings(seed=seed, epochs=args.finetune_epochs if mode == "finetune" else None)
+                accelerator.print(f"\n=== {ds} | align {align} | {method} | {mode} | seed {seed} ===")
+                result = run_protocol(
+                    task, init, mode, data=data, output_dir=str(run_dir), folds=folds,
+                    pairs_per_subject=pairs_per_subject[ds], image_size=image_size if init == "scratch" else None,
+                    backbone=backbone, settings=settings, method=method, accelerator=accelerator,
+                )
+                results.append(json.loads((run_dir / "results.json").read_text()))
+                accelerator.print(f"    {result['seconds']:.0f} s")
+            deterministic = mode == "linear" and init != "scratch"
+            records.append({
+                "dataset": ds, "task": task, "what": what, "align": align, "actual_align": data.align,
+                "mode": mode, "method": method, "init": init, "seeds": run_seeds,
+                "deterministic_over_seeds": deterministic, "folds": folds,
+                "num_pairs": results[0]["data"]["num_pairs"], "num_images": results[0]["data"]["num_images"],
+                "landmark_sources": (results[0]["data"]["build_report"] or {}).get("landmark_sources"),
+                "aggregate": pooled(results), "seconds": sum(r["seconds"] for r in results),
+                "selection": [f.get("selection") for r in results for f in r["folds"]],
+            })
+    elapsed = time.perf_counter() - started
+    summary = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()}-core {platform.machine()} CPU, no GPU, shared",
+        "load_average": os.getloadavg(), "command": " ".join(sys.argv), "elapsed_s": elapsed,
+        "image_size": image_size, "backbone": backbone, "pairs_per_subject": pairs_per_subject,
+        "finetune_epochs": args.finetune_epochs, "seeds": seeds, "finetune_seeds": finetune_seeds,
+        "records": records,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    (out / "table.md").write_text(render(summary), encoding="utf-8")
+    print(render(summary))
+
+
+def _cell(agg: dict, key: str) -> str:
+    m, s = agg[key]["mean"], agg[key]["std"]
+    if key == "direction_accuracy":
+        return f"{100 * m:.1f} ± {100 * s:.1f}"
+    return f"{m:.3f} ± {s:.3f}"
+
+
+def render(summary: dict) -> str:
+    records = summary["records"]
+    lines = [f"Date {summary['date']}; {summary['machine']} (load average at the end "
+             f"{', '.join(f'{x:.1f}' for x in summary['load_average'])}); total {summary['elapsed_s'] / 60:.1f} min; "
+             f"{summary['backbone']} at {summary['image_size']} px; pairs per subject {summary['pairs_per_subject']}.",
+             ""]
+    main = [r for r in records if r["align"] == "auto"]
+    for ds in dict.fromkeys(r["dataset"] for r in main):
+        rows = [r for r in main if r["dataset"] == ds]
+        what = rows[0]["what"]
+        lines += [f"### {ds}: {what}, {rows[0]['folds']} folds, {rows[0]['num_images']} images, "
+                  f"{rows[0]['num_pairs']} pairs (align auto: {rows[0]['actual_align']})", "",
+                  "| Method | mode | seeds | MAE↓ | Corr.↑ | Acc.↑ (%) |", "|:--|:--|:--|--:|--:|--:|"]
+        for r in rows:
+            seeds = (f"{len(r['seeds'])} (deterministic)" if r["deterministic_over_seeds"] else str(len(r["seeds"])))
+            lines.append(f"| {r['method']} | {r['mode']} | {seeds} | " + " | ".join(
+                _cell(r["aggregate"], k) for k, _, _ in METRICS) + " |")
+        if ds == "fgnet":
+            for name, (mae, corr) in PAPER_FGNET.items():
+                lines.append(f"| paper Table 6: {name} (ResNet50, full FG-NET, full scale) | finetune | – | "
+                             f"{mae:.3f} | {corr:.3f} | – |")
+        lines.append("")
+    align_rows = [r for r in records if r["mode"] == "linear"]
+    align_rows.sort(key=lambda r: (r["dataset"], r["align"] != "auto"))
+    if align_rows:
+        lines += ["### Alignment (linear evaluation; issue 11)", "",
+                  "| dataset | align | Method | MAE↓ | Corr.↑ | Acc.↑ (%) | images |", "|:--|:--|:--|--:|--:|--:|--:|"]
+        for r in align_rows:
+            align = r["align"] if r["align"] != "auto" else f"auto ({r['landmark_sources']})"
+            lines.append(f"| {r['dataset']} | {align} | {r['method']} | " + " | ".join(
+                _cell(r["aggregate"], k) for k, _, _ in METRICS) + f" | {r['num_images']} |")
+        lines.append("")
+    lines += ["### ComFace vs scratch", ""] + verdicts(records)
+    return "\n".join(lines) + "\n"
+
+
+def verdicts(records: list[dict]) -> list[str]:
+    out = []
+    for ds, align, mode in dict.fromkeys((r["dataset"], r["align"], r["mode"]) for r in records):
+        group = [r for r in records if (r["dataset"], r["align"], r["mode"]) == (ds, align, mode)]
+        scratch = next((r for r in group if r["init"] == "scratch"), None)
+        if scratch is None:
+            continue
+        for r in group:
+            if r["init"] == "scratch" or r["init"].startswith("facecycle:"):
+                continue
+            parts, wins = [], 0
+            for key, label, lower in METRICS:
+                c, s = r["aggregate"][key]["mean"], scratch["aggregate"][key]["mean"]
+                better = c < s if lower else c > s
+                wins += better
+                parts.append(f"{label} {c:.3f} vs {s:.3f}")
+            verdict = ("better on all three" if wins == 3 else "not better on any" if wins == 0
+                       else f"better on {wins} of 3")
+            out.append(f"- {ds}, align {align}, {mode}: {r['method']} {verdict} ({'; '.join(parts)})")
+    return out
+
+
+if __name__ == "__main__":
+    main()
