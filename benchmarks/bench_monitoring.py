@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+RENDERER_VERSION = None  # --renderer_version: the renderer the model was pretrained with
 sys.path.insert(0, str(REPO))
 
 
@@ -47,7 +48,7 @@ def render_photos(folder: Path, n: int, size: int, seed: int = 5) -> list[str]:
 
     from comface_hf.monitoring.calibration import render_identity_pairs
 
-    images, _ = render_identity_pairs(n, size, seed=seed)
+    images, _ = render_identity_pairs(n, size, seed=seed, renderer_version=RENDERER_VERSION)
     paths = []
     for i in range(n):
         for j in range(2):
@@ -137,7 +138,7 @@ def rendered_rates(model_dir: str, results: dict, quick: bool = False) -> None:
     comparer = FaceComparer.from_pretrained(model_dir, align=False)
     # The compare path: renders through the face aligner, as photos are (threshold re-measured for that path).
     aligned = calibrate_same_person(comparer.model, comparer.processor, num_identities=16 if quick else 100,
-                                    align=True, seed=7)
+                                    align=True, seed=7, renderer_version=RENDERER_VERSION)
     results["rendered"]["aligned_path"] = {k: aligned[k] for k in ("threshold", "far", "frr", "auc", "genuine_pairs",
                                                                    "impostor_pairs")}
     print(json.dumps(results["rendered"], indent=2))
@@ -217,8 +218,12 @@ def main() -> None:
     parser.add_argument("--fgnet", default=str(REPO.parent / "shared" / "realfaces" / "fgnet_dev"))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "monitoring.json"))
     parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "rendered", "fgnet", "dlib"])
+    parser.add_argument("--renderer_version", default=None,
+                        help="the embedded renderer the model was pretrained with (embedded-r1.1: 1.1.0)")
     parser.add_argument("--quick", action="store_true", help="a few images of each kind: checks the script, no figures")
     args = parser.parse_args()
+    global RENDERER_VERSION
+    RENDERER_VERSION = args.renderer_version
     import torch
 
     from comface_hf.monitoring.calibration import finish_model_folder
@@ -232,7 +237,8 @@ def main() -> None:
                "_load_start": load_average()}
     start = time.perf_counter()
     # 200 unseen identities, as pretraining does
-    results["calibration"] = finish_model_folder(str(model_dir), num_identities=16 if args.quick else 200)
+    results["calibration"] = finish_model_folder(str(model_dir), num_identities=16 if args.quick else 200,
+                                                 renderer_version=args.renderer_version)
     results["calibration_seconds"] = round(time.perf_counter() - start, 1)
     results["calibration"].pop("description", None)
     if "speed" not in args.skip:

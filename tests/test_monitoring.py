@@ -198,9 +198,10 @@ def test_awkward_but_valid_photos_are_compared(model_dir, photos, tmp_path):
     """Two faces (warned, largest used), different sizes (noted), CMYK JPEG and an EXIF-rotated phone photo."""
     comparer = FaceComparer.from_pretrained(str(model_dir))
     a, b = Image.open(photos[0, 0]), Image.open(photos[1, 0])
-    two = Image.new("RGB", (2 * PHOTO + 20, PHOTO), (255, 255, 255))
-    two.paste(a.resize((PHOTO + 10, PHOTO + 10)).crop((5, 5, PHOTO + 5, PHOTO + 5)), (0, 0))
-    two.paste(b, (PHOTO + 20, 0))
+    side = 160  # two people side by side on a white page, each large enough for the detector
+    two = Image.new("RGB", (2 * side + 60, side + 40), (255, 255, 255))
+    two.paste(a.resize((side, side)), (20, 20))
+    two.paste(b.resize((side, side)), (side + 40, 20))
     two.save(tmp_path / "two.png")
     result = comparer.compare(tmp_path / "two.png", photos[0, 1])
     assert any("2 faces" in w and "two.png" in w for w in result.warnings)

@@ -737,7 +737,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
             processor.save_pretrained(tmp)
     if accelerator.is_main_process and isinstance(unwrapped, ComFaceModel):  # same-person threshold + pipeline (issue 15)
         from comface_hf.monitoring.calibration import finish_model_folder
-        finish_model_folder(str(final_dir), generator_seed=args.generator_seed,
+        finish_model_folder(str(final_dir), generator_seed=args.generator_seed, renderer_version=args.renderer_version,
                             num_identities=max(8, min(200, args.num_identities)))
     if args.debug_dump_dir:
         digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in unwrapped.state_dict().values())).hexdigest()

@@ -54,12 +54,15 @@ def error_rates(genuine: np.ndarray, impostor: np.ndarray, threshold: float) -> 
 
 
 def render_identity_pairs(
-    num_identities: int, image_size: int, generator_seed: int = 0, seed: int = 0
+    num_identities: int, image_size: int, generator_seed: int = 0, seed: int = 0, renderer_version: Optional[str] = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Two renders per unseen identity, each with its own random attribute edit: ``uint8 [N, 2, S, S, 3]``, ids."""
+    """Two renders per unseen identity, each with its own random attribute edit: ``uint8 [N, 2, S, S, 3]``, ids.
+
+    ``renderer_version``: the embedded renderer the model was pretrained with (default: the generator's default)."""
     from ..synthesis import get_generator
 
-    generator = get_generator("embedded", image_size=image_size, seed=generator_seed)
+    kwargs = {} if renderer_version is None else {"renderer_version": renderer_version}
+    generator = get_generator("embedded", image_size=image_size, seed=generator_seed, **kwargs)
     rng = np.random.default_rng(seed)
     n = int(num_identities)
     ids = np.repeat(np.arange(IDENTITY_OFFSET, IDENTITY_OFFSET + n), 2)
@@ -98,6 +101,7 @@ def calibrate_same_person(
     generator_seed: int = 0,
     seed: int = 0,
     align: Any = False,
+    renderer_version: Optional[str] = None,
 ) -> dict[str, Any]:
     """Measure the same-person threshold of a pretrained model on rendered identities and store it in its config.
 
@@ -118,7 +122,8 @@ def calibrate_same_person(
                          "(default 200)")
     was_training = model.training
     comparer = FaceComparer(model, processor, align="auto" if align else False)  # a missed render is used whole
-    images, _ = render_identity_pairs(num_identities, int(model.config.image_size), generator_seed, seed)
+    images, _ = render_identity_pairs(num_identities, int(model.config.image_size), generator_seed, seed,
+                                      renderer_version)
     half = num_identities // 2
     g_fit, i_fit = similarities(comparer, images[:half])
     g_test, i_test = similarities(comparer, images[half:])
@@ -126,7 +131,8 @@ def calibrate_same_person(
     held_out = error_rates(g_test, i_test, threshold)
     fit = error_rates(g_fit, i_fit, threshold)
     description = (
-        f"embedded renderer, generator seed {generator_seed}, {num_identities} unseen identities (from "
+        f"embedded renderer {renderer_version or 'default'}, generator seed {generator_seed}, {num_identities} unseen "
+        f"identities (from "
         f"{IDENTITY_OFFSET}), each rendered twice with random attribute edits; threshold set at FAR {target_far:g} on "
         f"{half} identities ({fit['impostor_pairs']} impostor pairs), rates measured on the other "
         f"{num_identities - half} ({held_out['genuine_pairs']} genuine, {held_out['impostor_pairs']} impostor pairs)"

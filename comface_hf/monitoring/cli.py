@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--num-identities", type=int, default=200)
     sub.add_argument("--target-far", type=float, default=0.01)
     sub.add_argument("--align", action="store_true", help="run the renders through the face aligner first")
+    sub.add_argument("--renderer-version", help="the embedded renderer the model was pretrained with (default: current)")
     return parser
 
 
@@ -57,7 +58,7 @@ def main(argv: Optional[list[str]] = None):
     from .calibration import finish_model_folder
 
     figures = finish_model_folder(args.model, args.out, num_identities=args.num_identities, target_far=args.target_far,
-                               align=args.align)
+                               align=args.align, renderer_version=args.renderer_version)
     print(json.dumps({k: v for k, v in figures.items() if k != "fit"}, indent=2))
     return figures
 
