@@ -187,8 +187,9 @@ def finish_model_folder(folder: str, out: Optional[str] = None, **kwargs: Any) -
         line = (f"\n**Same-person check** (`comface compare`, the `face-change-estimation` pipeline): cosine of "
                 f"g(f(.)) >= {figures['threshold']:.4f}; on held-out rendered identities it accepts "
                 f"{100 * figures['far']:.1f}% of different-person pairs and rejects {100 * figures['frr']:.1f}% of "
-                f"same-person pairs (AUC {figures['auc']:.3f}). Rendered faces only: on real photos it is not "
-                "validated.\n")
+                f"same-person pairs (AUC {figures['auc']:.3f}). Measured on rendered faces only: the embedded "
+                "default's check did not separate real people on FG-NET (AUC 0.55, the project's BENCHMARKS.md); for "
+                "photos use `comface compare --identity dlib`.\n")
         tmp = card.with_name(".README.md.tmp")
         text = card.read_text()
         text = text.split("\n**Same-person check**")[0].rstrip("\n") + "\n"  # a re-calibration replaces the line
