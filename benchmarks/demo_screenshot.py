@@ -72,8 +72,11 @@ def make_driver(browser: str, driver: str, width: int = 1100, height: int = 1000
 
 
 def compare_in_browser(url: str, before: str, after: str, screenshot: str, browser: str, driver_path: str,
-                       timeout: float = 120) -> str:
-    """Open the page, upload the two photos, press Compare, wait for the result; save a screenshot; return the text."""
+                       timeout: float = 120, series: Optional[list] = None) -> str:
+    """Open the page, upload the two photos, press Compare, wait for the result; save a screenshot; return the text.
+
+    With ``series`` (photo paths), then also open the series tab, upload them, press Track and return both texts
+    (compare result, then the series summary and table, separated by a blank line)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -97,6 +100,18 @@ def compare_in_browser(url: str, before: str, after: str, screenshot: str, brows
         tmp = Path(screenshot).with_name(f".{Path(screenshot).name}.tmp.png")
         driver.save_screenshot(str(tmp))
         os.replace(tmp, screenshot)
+        if series:
+            tab = next(b for b in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "series" in b.text)
+            tab.click()
+            wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#series input[type=file]")))
+            driver.find_element(By.CSS_SELECTOR, "#series input[type=file]").send_keys(
+                "\n".join(str(Path(p).resolve()) for p in series))
+            time.sleep(1.0)  # the upload finishes before the button is pressed
+            driver.find_element(By.CSS_SELECTOR, "#track").click()
+            wait.until(lambda d: "tracked" in d.find_element(By.CSS_SELECTOR, "#track-summary").text
+                       or "Error:" in d.find_element(By.CSS_SELECTOR, "#track-summary").text)
+            text += "\n\n" + driver.find_element(By.CSS_SELECTOR, "#track-summary").text
+            text += "\n" + driver.find_element(By.CSS_SELECTOR, "#track-table").text
         return text
     finally:
         driver.quit()

@@ -42,6 +42,10 @@ def test_demo_page_in_headless_chromium(tmp_path):
     ComFaceModel(config).save_pretrained(folder)
     ComFaceImageProcessor(crop_size=32).save_pretrained(folder)
     before, after = demo.render_pair(tmp_path, size=128)
+    from PIL import Image
+
+    wall = tmp_path / "wall.png"  # a series photo without a face: listed as skipped, the rest still tracked
+    Image.new("RGB", (128, 128), (120, 120, 120)).save(wall)
 
     # app.py's own build_demo and launch, on loopback, in this process (a second Python would import torch again).
     spec = importlib.util.spec_from_file_location("comface_app", REPO / "app.py")
@@ -53,9 +57,12 @@ def test_demo_page_in_headless_chromium(tmp_path):
     try:
         browser, driver = demo.find_browser()
         shot = tmp_path / "demo.png"  # screenshots of test runs stay in tmp; docs/demo.png is made by the script
-        text = demo.compare_in_browser(f"http://127.0.0.1:{port}/", before, after, str(shot), browser, driver)
+        text = demo.compare_in_browser(f"http://127.0.0.1:{port}/", before, after, str(shot), browser, driver,
+                                       series=[before, after, str(wall)])
     finally:
         page.close()
     assert "Change:" in text and "alpha units" in text, text
     assert "Distance" in text and "Same person: yes" in text and "1.0% false accepts" in text, text
     assert shot.stat().st_size > 10_000
+    assert "2 photos tracked, 1 skipped" in text, text
+    assert "wall.png" in text and "skipped" in text and "no face found" in text, text
