@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv pretrain test clean
+.PHONY: venv pretrain test browser clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,16 @@ venv: $(BIN)/.installed
 pretrain: $(BIN)/.installed
 	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no training/pretrain.py --overwrite_output_dir
 
-test: $(BIN)/.installed
+# The demo page test (tests/test_demo_browser.py) drives Debian's chromium + chromedriver; installed here when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver; }; \
+	else echo "no apt-get: install chromium and chromedriver yourself, or tests/test_demo_browser.py is skipped (fails under CI)"; fi
+
+test: $(BIN)/.installed browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:

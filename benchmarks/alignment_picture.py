@@ -1,6 +1,10 @@
 """docs/alignment.png: a real photo and rendered faces brought into the canonical face frame.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/alignment_picture.py --out docs/alignment.png
+    PYTHONPATH=. .venv/bin/python benchmarks/alignment_picture.py --out docs/alignment.png \
+        --beside docs/real_beside_rendered.png
+
+``--beside``: the aligned astronaut at 112 px beside faces of the embedded generator (renderer 2.0.0) at 112 px, as
+rendered and as one random photographic capture each (:mod:`comface_hf.photographic`).
 
 Top row: scikit-image's ``astronaut`` (a photo that ships in a registry package) with the detector's 68 landmarks
 and the frame's square, its aligned crop with the frame's eye and mouth marks (green), and the crops of a copy turned
@@ -42,6 +46,7 @@ def _canonical(image: Image.Image) -> Image.Image:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="docs/alignment.png")
+    parser.add_argument("--beside", default=None, help="also write the astronaut-beside-rendered-faces picture here")
     args = parser.parse_args()
     from skimage import data
 
@@ -73,6 +78,40 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out)
     print(f"wrote {args.out}")
+    if args.beside:
+        beside(photo, args.beside)
+
+
+def beside(photo: Image.Image, out: str, size: int = 112, count: int = 7) -> None:
+    from comface_hf.photographic import photographic
+
+    aligner = FaceAligner(size=size)
+    real = aligner.align(photo).image
+    generator = EmbeddedFaceGenerator(image_size=size)
+    ids = torch.arange(count) * 7 + 1
+    attrs = torch.tensor([generator.attribute_index(a) for a in ("smile", "age", "smile", "weight", "age", "Young", "smile")][:count])
+    alphas = torch.tensor([4.0, -4.0, 0.0, 3.0, 4.0, 0.0, 5.0][:count])
+    renders = generator.render(ids, attrs, alphas)
+    captured = photographic(renders, torch.Generator().manual_seed(0), 1.0)
+
+    def pil(x: torch.Tensor) -> Image.Image:
+        return Image.fromarray((x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+
+    pad = 6
+    sheet = Image.new("RGB", (pad + (count + 1) * (size + pad), 2 * (size + pad) + 40), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, 4), "skimage astronaut", fill="black")
+    draw.text((pad + size + pad, 4), "renderer 2.0.0 faces in the same frame (top), one photographic capture each (bottom)",
+              fill="black")
+    sheet.paste(real, (pad, 20))
+    sheet.paste(real.convert("L").convert("RGB"), (pad, 20 + size + pad))
+    for k in range(count):
+        x = pad + (k + 1) * (size + pad)
+        sheet.paste(pil(renders[k]), (x, 20))
+        sheet.paste(pil(captured[k]), (x, 20 + size + pad))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

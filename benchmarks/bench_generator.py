@@ -55,23 +55,30 @@ def main() -> None:
     p.add_argument("--sizes", default="64,112,224")
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--renderer-versions", default="2.0.0,1.1.0", help="renderer versions to time (same run)")
+    p.add_argument("--no-compile", action="store_true", help="eager only (skips the compiled column)")
     a = p.parse_args()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print("Command: PYTHONPATH=. python benchmarks/bench_generator.py " f"--batch {a.batch} --sizes {a.sizes} --iters {a.iters} --repeats {a.repeats}")
+    print("Command: PYTHONPATH=. python benchmarks/bench_generator.py " f"--batch {a.batch} --sizes {a.sizes} --iters {a.iters} "
+          f"--repeats {a.repeats} --renderer-versions {a.renderer_versions}" + (" --no-compile" if a.no_compile else ""))
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}\n")
-    print("| device | image size | internal size | batch | eager images/s | compiled images/s | compiled / eager "
+    print("| device | renderer | image size | internal size | batch | eager images/s | compiled images/s | compiled / eager "
           "| compiled first call (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for dev in devices:
         for s in [int(x) for x in a.sizes.split(",")]:
-            eager, _ = bench(EmbeddedFaceGenerator(image_size=s, device=dev), a.batch, a.iters, a.repeats)
-            compiled_gen = EmbeddedFaceGenerator(image_size=s, device=dev, compile=True)
-            compiled, first = bench(compiled_gen, a.batch, a.iters, a.repeats)
-            if compiled_gen._compiled is None:
-                raise SystemExit("compile=True fell back to eager (see the warning): nothing to compare")
-            ratio = statistics.median(compiled) / statistics.median(eager)
-            print(f"| {dev} | {s} | {compiled_gen.internal_size} | {a.batch} | {_fmt(eager)} | {_fmt(compiled)} "
-                  f"| {ratio:.1f}x | {first:.1f} |", flush=True)
+            for version in a.renderer_versions.split(","):
+                eager, _ = bench(EmbeddedFaceGenerator(image_size=s, device=dev, renderer_version=version), a.batch, a.iters, a.repeats)
+                if a.no_compile:
+                    print(f"| {dev} | {version} | {s} | - | {a.batch} | {_fmt(eager)} | not run | - | - |", flush=True)
+                    continue
+                compiled_gen = EmbeddedFaceGenerator(image_size=s, device=dev, compile=True, renderer_version=version)
+                compiled, first = bench(compiled_gen, a.batch, a.iters, a.repeats)
+                if compiled_gen._compiled is None:
+                    raise SystemExit("compile=True fell back to eager (see the warning): nothing to compare")
+                ratio = statistics.median(compiled) / statistics.median(eager)
+                print(f"| {dev} | {version} | {s} | {compiled_gen.internal_size} | {a.batch} | {_fmt(eager)} | {_fmt(compiled)} "
+                      f"| {ratio:.1f}x | {first:.1f} |", flush=True)
     if not torch.cuda.is_available():
         print("| cuda | - | - | - | not measured (no GPU) | not measured | - | - |")
 

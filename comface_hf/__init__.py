@@ -19,6 +19,7 @@ from .modeling_comface import (
     ComFacePreTrainedModel,
 )
 from .modeling_facecycle import FaceCycleModel, FaceCycleOutput
+from .pipeline_comface import FaceChangeEstimationPipeline, register_pipeline
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ ComFaceModel.register_for_auto_class("AutoModel")
 ComFaceImageProcessor.register_for_auto_class("AutoImageProcessor")
 FaceCycleConfig.register_for_auto_class()
 FaceCycleModel.register_for_auto_class("AutoModel")
+register_pipeline()  # pipeline("face-change-estimation", model=...) in this process
 
 __all__ = [
     "ChangeEstimationOutput",
@@ -42,6 +44,7 @@ __all__ = [
     "ComFaceModel",
     "ComFaceOutput",
     "ComFacePreTrainedModel",
+    "FaceChangeEstimationPipeline",
     "FaceCycleConfig",
     "FaceCycleModel",
     "FaceCycleOutput",

@@ -63,6 +63,20 @@ class ComFaceConfig(PretrainedConfig):
             Change estimation only: keep f frozen (linear evaluation).
         backbone_kwargs (`dict`, *optional*):
             Extra keyword arguments for `timm.create_model` (e.g. `{"drop_path_rate": 0.1}`).
+        change_units (`str`, *optional*):
+            What one unit of the predicted change means, printed by `comface compare`/`track`, the pipeline and the
+            demo: a transferred model names its task's units (e.g. `"years"`, `"AU intensity levels"`); `None`
+            means a pretrained model, whose change is in alpha units (the synthetic edit intensity, paper Sec. 3.1).
+        same_person_threshold (`float`, *optional*):
+            Cosine similarity of the inter-personal embeddings g(f(.)) at or above which two photos are taken to
+            show the same person (a warning, never a refusal). Measured by `comface_hf.monitoring.calibration`;
+            `None`: not calibrated, no same-person check.
+        same_person_far (`float`, *optional*):
+            False-accept rate of that threshold (different people taken as the same), on held-out pairs.
+        same_person_frr (`float`, *optional*):
+            False-reject rate of that threshold (the same person taken as different), on held-out pairs.
+        same_person_calibration (`str`, *optional*):
+            How the threshold was measured (data, number of pairs, target rate).
     """
 
     model_type = "comface"
@@ -81,6 +95,11 @@ class ComFaceConfig(PretrainedConfig):
     freeze_backbone: bool = False
     backbone_kwargs: dict | None = None
     initializer_range: float = 0.02
+    change_units: str | None = None
+    same_person_threshold: float | None = None
+    same_person_far: float | None = None
+    same_person_frr: float | None = None
+    same_person_calibration: str | None = None
 
     def __post_init__(self, **kwargs):
         check_backbone_name(self.backbone)
@@ -96,6 +115,10 @@ class ComFaceConfig(PretrainedConfig):
                 f"inter_loss_weight={self.inter_loss_weight}, intra_loss_weight={self.intra_loss_weight}."
             )
         self.backbone_kwargs = dict(self.backbone_kwargs or {})
+        if self.same_person_threshold is not None and not -1.0 <= float(self.same_person_threshold) <= 1.0:
+            raise ValueError(
+                f"`same_person_threshold` is a cosine similarity in [-1, 1], got {self.same_person_threshold}."
+            )
         super().__post_init__(**kwargs)
 
 

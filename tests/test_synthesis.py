@@ -14,7 +14,9 @@ import torch
 from scipy.stats import spearmanr
 
 from comface_hf.synthesis import (
+    ALL_ATTRIBUTE_NAMES,
     ATTRIBUTE_NAMES,
+    EXPRESSION_ATTRIBUTES,
     EmbeddedFaceGenerator,
     LatentEditGenerator,
     alpha_grid,
@@ -31,9 +33,12 @@ def gen() -> EmbeddedFaceGenerator:
 
 
 def test_api_basics(gen: EmbeddedFaceGenerator) -> None:
-    assert gen.name == "comface-embedded" and gen.version == "1.1.0"
+    assert gen.name == "comface-embedded" and gen.version == "2.0.0"
     assert len(gen.attribute_names) >= 40 and {"weight", "age", "smile"} <= set(gen.attribute_names)
-    assert gen.attribute_names == ATTRIBUTE_NAMES and len(ATTRIBUTE_NAMES) == 43
+    # the paper's 43 keep their indices; the 4 expression attributes follow them
+    assert gen.attribute_names == ALL_ATTRIBUTE_NAMES == ATTRIBUTE_NAMES + EXPRESSION_ATTRIBUTES and len(ATTRIBUTE_NAMES) == 43
+    old = EmbeddedFaceGenerator(image_size=32, renderer_version="1.1.0")
+    assert old.version == "1.1.0" and old.attribute_names == ATTRIBUTE_NAMES
     g = alpha_grid()
     assert len(g) == 101 and g[0] == -5.0 and g[-1] == 5.0 and g[50] == 0.0
     assert torch.allclose(g, torch.round(g * 10) / 10)
@@ -129,8 +134,18 @@ def test_neutral_face_same_for_every_attribute(gen: EmbeddedFaceGenerator) -> No
         assert torch.equal(x, x[:1].expand_as(x))
 
 
+def test_renderer_1_1_0_is_reproduced_pixel_for_pixel() -> None:
+    """renderer_version="1.1.0" renders exactly what the 1.1.0 renderer rendered (hash taken from it, before 2.0.0)."""
+    import hashlib
+
+    g = EmbeddedFaceGenerator(image_size=48, seed=0, renderer_version="1.1.0")
+    x = g.render(torch.tensor([0, 7, 123, 9999]), torch.tensor([0, 2, 15, 42]), torch.tensor([0.0, 5.0, -2.3, 4.1]))
+    digest = hashlib.sha256((x * 255).round().byte().numpy().tobytes()).hexdigest()
+    assert digest == "850e4b41d74b1d25ca57f94848b01735b7f570f8f3dad24bca4093ac73fb9f9c"
+
+
 def test_every_attribute_changes_monotonically_both_signs() -> None:
-    """Pixel distance from the neutral face grows with |alpha| (Spearman >= 0.9), both signs."""
+    """Pixel distance from the neutral face grows with |alpha| (Spearman >= 0.9), both signs, all 47 attributes."""
     g = EmbeddedFaceGenerator(image_size=32, seed=0)
     mags = torch.arange(1, 11) * 0.5  # 0.5 .. 5.0
     al = torch.cat([torch.zeros(1), mags, -mags])
@@ -153,7 +168,7 @@ def test_identity_is_kept(gen: EmbeddedFaceGenerator) -> None:
     rng = np.random.RandomState(0)
     n = 64
     ids = torch.from_numpy(rng.randint(0, 10_000, n))
-    attrs = torch.from_numpy(rng.randint(0, 43, n))
+    attrs = torch.from_numpy(rng.randint(0, len(gen.attribute_names), n))
     a1 = torch.from_numpy(np.round(rng.uniform(-3, 3, n), 1)).float()
     a2 = (a1 + torch.from_numpy(np.round(rng.uniform(-2, 2, n), 1)).float()).clamp(-5, 5)
     x1, x2 = gen.render(ids, attrs, a1), gen.render(ids, attrs, a2)
@@ -169,8 +184,12 @@ def test_bad_inputs(gen: EmbeddedFaceGenerator) -> None:
     assert "weight" in str(e.value) and "Young" in str(e.value)
     with pytest.raises(ValueError, match=r"\[-5, 5\]"):
         gen.render(torch.tensor([0]), torch.tensor([0]), torch.tensor([5.5]))
+    with pytest.raises(IndexError, match="0..46"):
+        gen.render(torch.tensor([0]), torch.tensor([47]), torch.tensor([0.0]))
     with pytest.raises(IndexError, match="0..42"):
-        gen.render(torch.tensor([0]), torch.tensor([43]), torch.tensor([0.0]))
+        EmbeddedFaceGenerator(image_size=32, renderer_version="1.1.0").render(torch.tensor([0]), torch.tensor([43]), torch.tensor([0.0]))
+    with pytest.raises(ValueError, match="renderer_version"):
+        EmbeddedFaceGenerator(image_size=32, renderer_version="3")
     with pytest.raises(ValueError, match="same length"):
         gen.render(torch.tensor([0, 1]), torch.tensor([0]), torch.tensor([0.0]))
     with pytest.raises(ValueError, match="minimum is 32"):
@@ -210,7 +229,8 @@ def test_latent_edit_uses_w_plus_alpha_n(tmp_path: Path) -> None:
     for name in ("weight", "age", "smile"):
         np.save(tmp_path / f"{name}.npy", rng.randn(1, 6).astype(np.float32))
     gen = LatentEditGenerator.from_import_path(
-        "tests.test_synthesis:TinyG", directions_dir=tmp_path, attribute_names=["weight", "age", "smile"], image_size=32)
+        "tests.test_synthesis:TinyG", directions_dir=tmp_path, attribute_names=["weight", "age", "smile"], image_size=32,
+        normalize_directions=False)
     ids, attrs, al = torch.tensor([4, 4, 9]), torch.tensor([0, 2, 1]), torch.tensor([0.0, 2.5, -1.0])
     x = gen.render(ids, attrs, al)
     assert x.shape == (3, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
@@ -226,7 +246,7 @@ def test_latent_edit_uses_w_plus_alpha_n(tmp_path: Path) -> None:
     assert torch.equal(identity_z(0, [9], 8)[0], identity_z(0, [4, 4, 9], 8)[2])
     assert torch.allclose(gen.latents(ids[2:], attrs[2:], al[2:])[0], gen.latents(ids, attrs, al)[2], atol=1e-6)
     assert torch.allclose(gen.render(ids[2:], attrs[2:], al[2:])[0], x[2], atol=1e-5)
-    lg = LatentEditGenerator(G, {"a": np.ones(6)}, seed=0)
+    lg = LatentEditGenerator(G, {"a": np.ones(6)}, seed=0, normalize_directions=False)
     assert lg.render(torch.tensor([0]), torch.tensor([0]), torch.tensor([1.0])).shape == (1, 3, 8, 8)
 
 

@@ -1,16 +1,31 @@
-"""Checkpoints that are never half-written, and finding the one to resume from."""
+"""Checkpoints that are never half-written, verified before a resume, and finding the one to resume from.
+
+Every `checkpoint-*` folder gets a manifest (each file's size and sha256, written at save time, after every process
+finished writing and before the folder is renamed into place). Resuming verifies it: `latest` skips a damaged
+checkpoint (a truncated `model.safetensors`, a file changed or lost after the save) with a warning that names it and
+resumes from the newest intact one; a named damaged checkpoint is a clear error. Checkpoints from before manifests
+existed are checked structurally (every safetensors header readable, the trainer state parseable).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
+MANIFEST_FILE = "checkpoint_manifest.json"
+
+
+class DamagedCheckpointError(ValueError):
+    """A checkpoint whose files no longer match what was saved (or cannot be read)."""
 
 
 @contextlib.contextmanager
@@ -28,7 +43,15 @@ def atomic_directory(final: Path, accelerator, replace: bool = False) -> Iterato
     yield tmp
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if CHECKPOINT_PATTERN.match(final.name):
+            write_manifest(tmp)
         _fsync_tree(tmp)
+        if final.exists() and CHECKPOINT_PATTERN.match(final.name) and verify_checkpoint(final):
+            # A damaged checkpoint that `latest` skipped: this run has reached its step again. Keep it aside.
+            aside = final.with_name(final.name + ".damaged")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.rename(final, aside)
+            warnings.warn(f"Replaced the damaged checkpoint {final} (moved to {aside}).", stacklevel=3)
         if final.exists():
             if not replace:
                 raise FileExistsError(f"{final} already exists; refusing to overwrite it.")
@@ -49,6 +72,61 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(f.fileno())
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> Path:
+    """Record every file's size and sha256 in `folder/checkpoint_manifest.json`."""
+    folder = Path(folder)
+    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE}
+    path = folder / MANIFEST_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"format": 1, "files": files}, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def verify_checkpoint(folder: Path) -> list[str]:
+    """Problems that make `folder` unusable for a resume (empty list: intact)."""
+    folder = Path(folder)
+    problems = []
+    manifest = folder / MANIFEST_FILE
+    if manifest.is_file():
+        try:
+            files = json.loads(manifest.read_text())["files"]
+        except (ValueError, KeyError, OSError) as exc:
+            return [f"its {MANIFEST_FILE} is unreadable ({exc})"]
+        for name, entry in files.items():
+            path = folder / name
+            if not path.is_file():
+                problems.append(f"{name} is missing")
+            elif path.stat().st_size != entry["size"]:
+                problems.append(f"{name} has {path.stat().st_size} bytes, {entry['size']} were saved (truncated?)")
+            elif _sha256(path) != entry["sha256"]:
+                problems.append(f"{name} differs from what was saved (sha256 mismatch)")
+        return problems
+    # Saved before manifests existed: check what can be checked without one.
+    try:
+        json.loads((folder / STATE_FILE).read_text())
+    except (ValueError, OSError) as exc:
+        problems.append(f"{STATE_FILE} is unreadable ({exc})")
+    from safetensors import safe_open
+
+    for path in sorted(folder.rglob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as exc:  # safetensors raises its own error types for a damaged header
+            problems.append(f"{path.relative_to(folder)} is unreadable ({exc})")
+    return problems
+
+
 def list_checkpoints(output_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first (by step)."""
     output_dir = Path(output_dir)
@@ -59,14 +137,27 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def find_checkpoint(output_dir: Path, spec: str, missing_ok: bool = False) -> Optional[Path]:
-    """`latest` -> the newest complete checkpoint in `output_dir`; otherwise `spec` must be a checkpoint folder."""
+def find_checkpoint(output_dir: Path, spec: str, missing_ok: bool = False, verify: bool = True) -> Optional[Path]:
+    """`latest` -> the newest intact checkpoint in `output_dir` (damaged ones skipped with a warning); otherwise
+    `spec` must be an intact checkpoint folder."""
     if spec == "latest":
         checkpoints = list_checkpoints(output_dir)
-        if checkpoints:
-            return checkpoints[-1]
+        damaged = []
+        for path in reversed(checkpoints):
+            problems = verify_checkpoint(path) if verify else []
+            if not problems:
+                return path
+            damaged.append(path)
+            warnings.warn(
+                f"Skipping the damaged checkpoint {path}: {'; '.join(problems)}. Resuming from an older one instead; "
+                "this one is replaced when the run reaches its step again.", stacklevel=2)
         if missing_ok:
             return None
+        if damaged:
+            raise DamagedCheckpointError(
+                f"--resume_from_checkpoint latest: every checkpoint in {output_dir} is damaged "
+                f"({', '.join(p.name for p in damaged)}). Start afresh with --overwrite_output_dir."
+            )
         raise FileNotFoundError(
             f"--resume_from_checkpoint latest: no complete checkpoint-* folder in {output_dir}. "
             "Start without --resume_from_checkpoint, or pass the run's --output_dir."
@@ -76,6 +167,15 @@ def find_checkpoint(output_dir: Path, spec: str, missing_ok: bool = False) -> Op
         raise ValueError(
             f"{spec!r} is not a training checkpoint (no {STATE_FILE}): resume from a checkpoint-* folder written by "
             "this trainer, or use 'latest'. A save_pretrained folder is loaded with from_pretrained instead."
+        )
+    problems = verify_checkpoint(path) if verify else []
+    if problems:
+        intact = [p.name for p in list_checkpoints(path.parent)
+                  if p.resolve() != path.resolve() and not verify_checkpoint(p)]
+        raise DamagedCheckpointError(
+            f"The checkpoint {path} is damaged: {'; '.join(problems)}. It cannot be resumed from. "
+            + (f"Intact checkpoints beside it: {', '.join(intact)}; pass one of them, or 'latest' to take the newest "
+               "intact one." if intact else "No intact checkpoint lies beside it; start afresh.")
         )
     return path
 

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from comface_hf import ComFaceConfig, ComFaceImageProcessor, ComFaceModel, FaceCycleConfig, FaceCycleModel  # noqa: E402
 from comface_hf.augment import augment_batch, step_generator  # noqa: E402
 from comface_hf.pairs import CorpusPairSampler, Curriculum, StreamingPairSampler, split_identities  # noqa: E402
+from comface_hf.errors import ComFaceInputError, run_cli  # noqa: E402
 from training.checkpointing import atomic_directory, find_checkpoint, list_checkpoints, prune_checkpoints  # noqa: E402
 
 
@@ -46,7 +47,7 @@ from training.checkpointing import atomic_directory, find_checkpoint, list_check
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class PretrainArguments:
-    preset: str = field(default="embedded", metadata={"help": "embedded (default, CPU minutes) or paper."})
+    preset: str = field(default="embedded", metadata={"help": "embedded (default, CPU minutes), cpu-hour or paper."})
     method: str = field(default="comface", metadata={"help": "comface, or facecycle (the baseline, same pipeline)."})
     config_file: Optional[str] = field(default=None, metadata={"help": "JSON file of arguments; CLI flags win."})
     output_dir: Optional[str] = field(default=None, metadata={"help": "Default: outputs/<method>-<preset>."})
@@ -62,12 +63,32 @@ class PretrainArguments:
     alpha_min: float = -5.0
     alpha_max: float = 5.0
     alpha_step: float = 0.1
+    renderer_version: str = field(default="2.0.0", metadata={"help": "Embedded renderer: 2.0.0, or 1.1.0 (earlier)."})
+    photographic: float = field(default=0.0, metadata={"help": "Strength of per-image photographic capture "
+                                "randomisation of streamed pairs (comface_hf.photographic; 0: off, 1: measured)."})
     compile_generator: bool = field(default=False, metadata={"help": "torch.compile the embedded renderer (same "
                                     "pixels, 5-8x faster on CPU; 30-45 s to compile once per size)."})
     samples_per_epoch: int = field(default=4096, metadata={"help": "Pairs per epoch when streaming."})
     validation_pairs: int = 512
     num_workers: int = field(default=1, metadata={"help": "Processes producing batches ahead (CPU rendering)."})
     cpu_threads: int = field(default=0, metadata={"help": "Torch threads per process on CPU (0: cores / processes)."})
+    # streaming generators (README "Streaming from a StyleGAN"): the embedded renderer, a StyleGAN's latent edits, or
+    # several generators mixed, each owning its attributes
+    generator: str = field(default="embedded", metadata={"help": "embedded, or latent-edit (a StyleGAN + boundaries)."})
+    generator_loader: str = field(default="nvidia-pickle", metadata={"help": "latent-edit: nvidia-pickle (NVIDIA's "
+                                  "StyleGAN2-ADA/StyleGAN3 *.pkl, G_ema) or package.module:callable."})
+    generator_checkpoint: Optional[str] = field(default=None, metadata={"help": "latent-edit: local path of the network "
+                                                "(a pickle runs code when loaded: only files you trust)."})
+    generator_kwargs: Optional[str] = field(default=None, metadata={"help": "latent-edit: JSON keyword arguments for the loader."})
+    directions_dir: Optional[str] = field(default=None, metadata={"help": "latent-edit: folder of InterFaceGAN "
+                                          "<attribute>.npy boundaries ([1, w_dim] W or [1, num_ws*w_dim] W+)."})
+    normalize_directions: bool = field(default=False, metadata={"help": "Divide boundaries by their norm (default: "
+                                       "refuse non-unit ones)."})
+    truncation_psi: float = 1.0
+    synthesis_dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16 StyleGAN synthesis."})
+    identity_cache_size: int = field(default=300_000, metadata={"help": "Identities whose w stays cached (0: none)."})
+    generators_file: Optional[str] = field(default=None, metadata={"help": "JSON list of generators mixed in one run, "
+                                           "each owning its attributes (see README)."})
     # model and losses
     backbone: str = "resnet18"
     projection_hidden_size: int = 512
@@ -101,19 +122,27 @@ class PretrainArguments:
     debug_dump_dir: Optional[str] = field(default=None, metadata={"help": "Tests: per-process pairs and weights."})
 
 
-# The embedded generator's attributes whose +-5 edit changes the mean pixel value by at least ~0.9% at 64 px (mean
-# |render(alpha=+-5) - render(0)| over 16 identities). At 64 px and a few hundred CPU steps the other 28 (smile,
-# lipstick, earrings...) change a handful of pixels each; with them the default does not reach a useful model in
-# minutes. `--attributes all` (the paper preset) uses all 43.
-EMBEDDED_ATTRIBUTES = (
+# Renderer 1.1.0's attributes whose +-5 edit changes the mean pixel value by at least ~0.9% at 64 px (mean
+# |render(alpha=+-5) - render(0)| over 16 identities); the other 28 (smile, lipstick, earrings...) changed a handful
+# of pixels each. The embedded preset before renderer 2.0.0 (`--renderer_version 1.1.0 --attributes` this).
+EMBEDDED_ATTRIBUTES_R1 = (
     "weight,age,Chubby,Gray_Hair,Bald,Young,Pale_Skin,Blond_Hair,Black_Hair,Brown_Hair,Blurry,Wearing_Hat,Bangs,"
     "Male,Oval_Face"
+)
+# Renderer 2.0.0: the same plus the expressions it now draws visibly at 64 px (smile = AU12 + AU6, Smiling, and the
+# optional AU1+2, AU4, AU15, AU26). `--attributes all` (the paper preset) is the paper's 43, without the AUs.
+EMBEDDED_ATTRIBUTES = (
+    EMBEDDED_ATTRIBUTES_R1 + ",smile,Smiling,brow_raise_AU1_2,brow_lower_AU4,lip_corner_depressor_AU15,jaw_drop_AU26"
 )
 
 PRESETS: dict[str, dict] = {
     # A fresh 2-core CPU: ResNet18 at 64 px on pairs streamed from the embedded generator, 6 short epochs of 2048
     # pairs (curriculum S = 10, 5, 3.3, 2.5 scaled to them), validated and saved within minutes.
-    "embedded": {"attributes": EMBEDDED_ATTRIBUTES, "num_epochs": 6, "samples_per_epoch": 2048},
+    "embedded": {"attributes": EMBEDDED_ATTRIBUTES, "num_epochs": 6, "samples_per_epoch": 2048, "photographic": 1.0},
+    # About an hour on the 2 CPU cores: the reference checkpoint for real-face evidence. 112 px (ResNet18 costs ~3x
+    # per image of 64 px), 12 epochs of 2048 pairs (2x the embedded preset's pairs at ~3x the cost each).
+    "cpu-hour": {"attributes": EMBEDDED_ATTRIBUTES, "image_size": 112, "num_epochs": 12, "samples_per_epoch": 2048,
+                 "photographic": 1.0, "num_identities": 4000},
     # Sec. 4.1: ResNet50, 224 px, 250k identities (90/10), 43 attributes, alpha -5..5 step 0.1, 35 M images,
     # 12 epochs, batch 1024, Adam 4e-4 halved at epoch 10, curriculum S_max = 10, e = (3, 6, 9, 12).
     "paper": {
@@ -181,8 +210,9 @@ class StreamingPairs:
 
         self.generator = get_generator("embedded", image_size=args.image_size, seed=args.generator_seed,
                                        device=device, alpha_min=args.alpha_min, alpha_max=args.alpha_max,
-                                       compile=args.compile_generator)
+                                       compile=args.compile_generator, renderer_version=args.renderer_version)
         self.attributes = _attribute_indices(args.attributes, self.generator)
+        self.photographic, self.seed = args.photographic, args.seed
         grid = alpha_grid(args.alpha_min, args.alpha_max, args.alpha_step).numpy()
         self.sampler = StreamingPairSampler(identities, len(self.attributes), grid, seed=args.seed)
 
@@ -193,6 +223,12 @@ class StreamingPairs:
         alpha_x, alpha_y = torch.from_numpy(drawn["alpha_x"]), torch.from_numpy(drawn["alpha_y"])
         images = self.generator.render(torch.cat([identity, identity]), torch.cat([attribute, attribute]),
                                        torch.cat([alpha_x, alpha_y]))
+        if self.photographic > 0:  # each image of a pair is its own photo: capture drawn per (seed, epoch, index)
+            from comface_hf.photographic import photographic
+
+            state = np.random.SeedSequence([self.seed, epoch + 1, start, 0x9407]).generate_state(2, np.uint32)
+            g = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+            images = photographic(images, g, self.photographic)
         x, y = images.chunk(2)
         return {"x": x, "y": y, "alpha_x": alpha_x, "alpha_y": alpha_y, "identity": identity, "attribute": attribute}
 
@@ -226,8 +262,10 @@ class CorpusPairs:
 
 
 def _attribute_indices(attributes: str, generator) -> np.ndarray:
-    if attributes == "all":
-        return np.arange(len(generator.attribute_names))
+    if attributes == "all":  # the paper's 43 (renderer 2.0.0's expression attributes are opt-in)
+        from comface_hf.synthesis import ATTRIBUTE_NAMES
+
+        return np.arange(len(ATTRIBUTE_NAMES))
     return np.array([generator.attribute_index(name.strip()) for name in attributes.split(",")])
 
 
@@ -239,10 +277,111 @@ def _attribute_codes(dataset) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
+# Streaming from StyleGANs: one latent-edit generator or several mixed (each owning its attributes), shared by the
+# training and validation sources and rendered on the training device inside the step.
+class GeneratorPairs(StreamingPairs):
+    """StreamingPairs over a prebuilt generator (a latent-edit StyleGAN or a mixture): same sampler, same batches."""
+
+    def __init__(self, args: PretrainArguments, generator, identities: np.ndarray):
+        from comface_hf.synthesis import alpha_grid
+
+        self.generator = generator
+        self.attributes = np.arange(len(generator.attribute_names))
+        grid = alpha_grid(args.alpha_min, args.alpha_max, args.alpha_step).numpy()
+        self.sampler = StreamingPairSampler(identities, len(self.attributes), grid, seed=args.seed)
+
+
+def uses_generator_specs(args: PretrainArguments) -> bool:
+    return args.data_source == "stream" and (args.generator != "embedded" or args.generators_file is not None)
+
+
+def generator_specs(args: PretrainArguments) -> list[dict]:
+    """The run's generators as specs: --generators_file's list, or one from the --generator_* flags."""
+    if args.generators_file:
+        path = Path(args.generators_file)
+        try:
+            specs = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ComFaceInputError(f"--generators_file {path}: not a readable JSON list of generators ({exc}).") from None
+        if not isinstance(specs, list) or not specs or not all(isinstance(s, dict) for s in specs):
+            raise ComFaceInputError(f"--generators_file {path} must hold a non-empty JSON list of objects.")
+        known = {"label", "generator", "loader", "checkpoint", "kwargs", "directions_dir", "attributes",
+                 "truncation_psi", "normalize_directions", "seed"}
+        for spec in specs:
+            if set(spec) - known:
+                raise ComFaceInputError(f"{path}: unknown key(s) {', '.join(sorted(set(spec) - known))}; "
+                                        f"a generator has {', '.join(sorted(known))}.")
+            for key in ("checkpoint", "directions_dir"):  # relative paths are relative to the file
+                if spec.get(key) and not Path(spec[key]).is_absolute() and (path.parent / spec[key]).exists():
+                    spec[key] = str(path.parent / spec[key])
+        return specs
+    if args.generator not in ("embedded", "latent-edit"):
+        raise ComFaceInputError(f"--generator must be embedded or latent-edit, got {args.generator!r}")
+    return [{"label": args.generator, "generator": args.generator, "loader": args.generator_loader,
+             "checkpoint": args.generator_checkpoint, "kwargs": json.loads(args.generator_kwargs or "{}"),
+             "directions_dir": args.directions_dir, "attributes": args.attributes,
+             "truncation_psi": args.truncation_psi, "normalize_directions": args.normalize_directions}]
+
+
+def build_stream_generator(args: PretrainArguments, device: torch.device):
+    """The run's generator(s) on the training device; several become a GeneratorMixture."""
+    from comface_hf.synthesis import get_generator
+    from comface_hf.synthesis.latent_edit import LatentEditGenerator, load_directions
+    from comface_hf.synthesis.mixture import AttributeSubset, GeneratorMixture
+    from comface_hf.synthesis.stylegan import load_generator
+
+    members, labels = [], []
+    for i, spec in enumerate(generator_specs(args)):
+        kind, label = spec.get("generator", "latent-edit"), spec.get("label") or f"generator_{i}"
+        attributes = spec.get("attributes", "all")
+        seed = spec.get("seed", args.generator_seed)
+        if kind == "embedded":
+            embedded = get_generator("embedded", image_size=args.image_size, seed=seed, device=device,
+                                     alpha_min=args.alpha_min, alpha_max=args.alpha_max, compile=args.compile_generator)
+            names = embedded.attribute_names if attributes == "all" else [a.strip() for a in attributes.split(",")]
+            members.append(AttributeSubset(embedded, names))
+        elif kind == "latent-edit":
+            if not spec.get("directions_dir"):
+                raise ComFaceInputError(f"Generator {label!r}: latent-edit needs directions_dir (--directions_dir), a "
+                                        "folder of InterFaceGAN <attribute>.npy boundaries for this generator.")
+            if spec.get("loader", "nvidia-pickle") == "nvidia-pickle" and not spec.get("checkpoint"):
+                raise ComFaceInputError(f"Generator {label!r}: pass the network pickle's local path "
+                                        "(--generator_checkpoint path/to/network.pkl).")
+            G = load_generator(spec.get("loader", "nvidia-pickle"), spec.get("checkpoint"), **spec.get("kwargs", {}))
+            directions = load_directions(spec["directions_dir"])
+            names = list(directions) if attributes == "all" else [a.strip() for a in attributes.split(",")]
+            members.append(LatentEditGenerator(
+                G, directions, attribute_names=names, seed=seed, image_size=args.image_size,
+                truncation_psi=spec.get("truncation_psi", 1.0), device=device, alpha_min=args.alpha_min,
+                alpha_max=args.alpha_max, normalize_directions=True if spec.get("normalize_directions") else None,
+                synthesis_dtype=args.synthesis_dtype, identity_cache_size=args.identity_cache_size,
+                compile=args.compile_generator))
+        else:
+            raise ComFaceInputError(f"Generator {label!r}: 'generator' must be embedded or latent-edit, got {kind!r}")
+        labels.append(label)
+    return GeneratorMixture(members, labels)
+
+
+def stream_card_text(args: PretrainArguments, generator) -> str:
+    """The model card's training-data line for a run streamed from StyleGAN(s)."""
+    parts = []
+    for d in generator.describe():
+        parts.append(f"{d['label']} ({d['generator_class']}, {d.get('resolution') or '?'} px, "
+                     f"{d.get('directions', 'own')} directions, psi {d.get('truncation_psi', 1)}): "
+                     f"{len(d['attributes'])} attributes ({', '.join(d['attributes'])}), {100 * d['share']:.1f}% of pairs")
+    return (f"Latent edits w + alpha * n streamed from {len(parts)} generator(s) on the training device, mixed in each "
+            f"batch in proportion to their attribute counts: " + "; ".join(parts) + f". {args.num_identities} "
+            f"identities per generator split 90/10 by identity, alpha in [{args.alpha_min}, {args.alpha_max}] step "
+            f"{args.alpha_step}, resized to {args.image_size} px.")
+
+
 def build_data(args: PretrainArguments, accelerator: Accelerator):
     """(train source, validation source, number of training samples per epoch)."""
     if args.data_source == "stream":
         train_ids, val_ids = split_identities(args.num_identities, 0.1, seed=args.generator_seed)
+        if uses_generator_specs(args):
+            generator = build_stream_generator(args, accelerator.device)
+            return GeneratorPairs(args, generator, train_ids), GeneratorPairs(args, generator, val_ids), args.samples_per_epoch
         train = StreamingPairs(args, accelerator.device, train_ids)
         val = StreamingPairs(args, accelerator.device, val_ids)
         return train, val, args.samples_per_epoch
@@ -447,6 +586,8 @@ def main(argv: Optional[list[str]] = None) -> Path:
     else:
         model = ComFaceModel(config)
     processor = ComFaceImageProcessor(crop_size=args.image_size)
+    if isinstance(train_source, GeneratorPairs):  # which generators made the training data, in config.json
+        model.config.pretraining_generators = train_source.generator.describe()
     if args.sync_batchnorm and world > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if args.channels_last:
@@ -589,10 +730,15 @@ def main(argv: Optional[list[str]] = None) -> Path:
     with atomic_directory(final_dir, accelerator, replace=True) as tmp:
         if accelerator.is_main_process:
             if isinstance(unwrapped, ComFaceModel):
-                unwrapped.save_pretrained(tmp, model_card=model_card_values(args, metrics, global_step, world))
+                unwrapped.save_pretrained(tmp, model_card=model_card_values(args, metrics, global_step, world,
+                                                                            stream_generator=getattr(train_source, "generator", None)))
             else:
                 unwrapped.save_pretrained(tmp)
             processor.save_pretrained(tmp)
+    if accelerator.is_main_process and isinstance(unwrapped, ComFaceModel):  # same-person threshold + pipeline (issue 15)
+        from comface_hf.monitoring.calibration import finish_model_folder
+        finish_model_folder(str(final_dir), generator_seed=args.generator_seed, renderer_version=args.renderer_version,
+                            num_identities=max(8, min(200, args.num_identities)))
     if args.debug_dump_dir:
         digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in unwrapped.state_dict().values())).hexdigest()
         Path(args.debug_dump_dir).mkdir(parents=True, exist_ok=True)
@@ -656,14 +802,17 @@ def _revert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def model_card_values(args: PretrainArguments, metrics: dict, steps: int, world: int) -> dict:
+def model_card_values(args: PretrainArguments, metrics: dict, steps: int, world: int, stream_generator=None) -> dict:
     data = (
         f"Rendered on the fly by the embedded parametric face generator (`comface_hf.synthesis`, seed "
-        f"{args.generator_seed}): {args.num_identities} identities split 90/10 by identity, attributes: "
+        f"{args.generator_seed}, renderer {args.renderer_version}, photographic capture strength {args.photographic}): "
+        f"{args.num_identities} identities split 90/10 by identity, attributes: "
         f"{args.attributes}, alpha in [{args.alpha_min}, {args.alpha_max}] step {args.alpha_step}, {args.image_size} px."
         if args.data_source == "stream"
         else f"The `comface_synthetic` corpus, configuration `{args.corpus_config}`, train split (90% of identities)."
     )
+    if uses_generator_specs(args) and stream_generator is not None:
+        data = stream_card_text(args, stream_generator)
     procedure = (
         f"`training/pretrain.py --preset {args.preset}`: {args.learning} learning, intra target {args.intra_target}, "
         f"curriculum {'off' if args.no_curriculum else 'on (Eq. 2, S_max = corpus span, stages ' + args.curriculum_stage_epochs + ' of 12 epochs, scaled)'}; "
@@ -676,4 +825,4 @@ def model_card_values(args: PretrainArguments, metrics: dict, steps: int, world:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

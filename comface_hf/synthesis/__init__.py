@@ -3,7 +3,8 @@
 Two generators share one interface (``render(identities, attributes, alphas) -> [B,3,H,W]``):
 
 * :class:`EmbeddedFaceGenerator` (default, ``"embedded"``): a deterministic parametric face
-  renderer in torch; needs no weights.
+  renderer in torch; needs no weights (renderer version 2.0.0 by default; ``renderer_version="1.1.0"``
+  reproduces the previous one).
 * :class:`LatentEditGenerator` (``"latent-edit"``): wraps a StyleGAN-style ``G`` with
   InterFaceGAN direction files.
 """
@@ -12,11 +13,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from .attributes import ATTRIBUTE_DIRECTIONS, ATTRIBUTE_NAMES, CELEBA_ATTRIBUTES, resolve_attribute
+from .attributes import (
+    ALL_ATTRIBUTE_NAMES,
+    ATTRIBUTE_DIRECTIONS,
+    ATTRIBUTE_NAMES,
+    CELEBA_ATTRIBUTES,
+    EXPRESSION_ATTRIBUTES,
+    resolve_attribute,
+)
 from .latent_edit import LatentEditGenerator
-from .renderer import MIN_IMAGE_SIZE, EmbeddedFaceGenerator, alpha_grid
+from .renderer import DEFAULT_RENDERER_VERSION, MIN_IMAGE_SIZE, RENDERER_VERSIONS, EmbeddedFaceGenerator, alpha_grid
 
 __all__ = [
+    "ALL_ATTRIBUTE_NAMES", "DEFAULT_RENDERER_VERSION", "EXPRESSION_ATTRIBUTES", "RENDERER_VERSIONS",
     "ATTRIBUTE_DIRECTIONS", "ATTRIBUTE_NAMES", "CELEBA_ATTRIBUTES", "EmbeddedFaceGenerator",
     "LatentEditGenerator", "MIN_IMAGE_SIZE", "alpha_grid", "get_generator", "resolve_attribute",
     "make_sample_sheet",

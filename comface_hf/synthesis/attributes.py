@@ -31,8 +31,8 @@ CELEBA_ATTRIBUTES: List[str] = [
 #: All 43 attribute names, in index order (``attributes`` tensors passed to ``render`` index this).
 ATTRIBUTE_NAMES: List[str] = ["weight", "age", "smile"] + CELEBA_ATTRIBUTES
 
-#: Direction of each attribute: renderer parameter -> change per unit ``t = alpha / 5``.
-ATTRIBUTE_DIRECTIONS: Dict[str, Mapping[str, float]] = {
+#: Renderer version 1.1.0's direction of each attribute: renderer parameter -> change per unit ``t = alpha / 5``.
+ATTRIBUTE_DIRECTIONS_V1: Dict[str, Mapping[str, float]] = {
     # weight: wider face, fuller cheeks, double chin, thicker neck, slightly puffier eyes.
     "weight": {"face_w": 0.06, "cheek": 0.6, "dchin": 0.8, "jaw": -0.12, "neck_w": 0.05, "eye_open": -0.06},
     # age: wrinkles/sagging/grey hair (piecewise) plus linear skin darkening and thinner lips.
@@ -81,7 +81,50 @@ ATTRIBUTE_DIRECTIONS: Dict[str, Mapping[str, float]] = {
     "Young": {"age": -0.9, "smooth": 0.3},
 }
 
-assert len(ATTRIBUTE_NAMES) == 43 and set(ATTRIBUTE_DIRECTIONS) == set(ATTRIBUTE_NAMES)
+assert len(ATTRIBUTE_NAMES) == 43 and set(ATTRIBUTE_DIRECTIONS_V1) == set(ATTRIBUTE_NAMES)
+
+
+#: Expression attributes beyond the paper's 43 (renderer version 2 only; they follow the 43 in index order, so the
+#: paper's indices do not move). Facial Action Coding System (Ekman & Friesen 1978): AU1+2 inner and outer brow
+#: raiser (frontalis: brows up, horizontal forehead lines), AU4 brow lowerer (corrugator/procerus: brows down and
+#: together, vertical lines between them), AU15 lip corner depressor (depressor anguli oris: corners pulled down,
+#: chin boss wrinkled), AU26 jaw drop (mandible lowered, lips parted). Off in the paper preset (``--attributes all``
+#: is the 43); name them in ``--attributes`` to train on them.
+EXPRESSION_ATTRIBUTES: List[str] = ["brow_raise_AU1_2", "brow_lower_AU4", "lip_corner_depressor_AU15", "jaw_drop_AU26"]
+
+#: Every attribute renderer version 2 can edit: the paper's 43, then :data:`EXPRESSION_ATTRIBUTES`.
+ALL_ATTRIBUTE_NAMES: List[str] = ATTRIBUTE_NAMES + EXPRESSION_ATTRIBUTES
+
+#: Renderer version 2's direction of each attribute (parameter -> change per unit ``t = alpha / 5``). The parameters
+#: are the version-2 face model's (:data:`comface_hf.synthesis.renderer.PARAM_NAMES`); their anatomy is described
+#: in :mod:`comface_hf.synthesis.renderer`. ``age`` is in units of 50 years (so alpha = +-5 is +-25 years) and drives
+#: craniofacial growth below 18 years and adult ageing above; ``smile`` and ``cheek_raise`` are AU12 and AU6
+#: intensities (1 = a broad smile).
+ATTRIBUTE_DIRECTIONS: Dict[str, Mapping[str, float]] = {
+    **ATTRIBUTE_DIRECTIONS_V1,
+    # weight = facial adiposity: buccal and jowl fat (fuller lower face), softer jaw line, double chin, thicker
+    # neck, narrower eye aperture (Coleman & Grover 2006; Windhager et al. 2011 on perceived facial adiposity).
+    "weight": {"face_w": 0.05, "cheek": 0.8, "dchin": 0.8, "jaw": -0.12, "neck_w": 0.05, "eye_open": -0.06},
+    # age: +-25 years of growth (cardioidal strain, Todd et al. 1980) below 18 and ageing above (renderer).
+    "age": {"age": 0.5},
+    # smile = AU12 (zygomaticus major: corners up and back, lips parted over the upper teeth, deeper nasolabial
+    # folds) + AU6 (orbicularis oculi: cheeks raised, lower lids pushed up, crow's feet).
+    "smile": {"smile": 1.0, "cheek_raise": 0.9},
+    "Smiling": {"smile": 0.9, "cheek_raise": 0.6, "mouth_open": 0.01},
+    "Young": {"age": -0.4, "smooth": 0.3},
+    "Narrow_Eyes": {"eye_open": -0.3},
+    "Mouth_Slightly_Open": {"jaw_drop": 0.35},
+    # Entangled secondary components where the feature may be hidden or out of the frame (long hair over the ears,
+    # clothes below the FFHQ crop), as InterFaceGAN's directions are entangled.
+    "Sideburns": {"sideburn": 1.0, "stubble": 0.15},
+    "Wearing_Earrings": {"earrings": 1.0, "ear_size": -0.015, "makeup": 0.15},
+    "Wearing_Necktie": {"necktie": 1.0, "shirt_l": -0.3, "male": 0.15},
+    "brow_raise_AU1_2": {"brow_raise": 1.0},
+    "brow_lower_AU4": {"brow_lower": 1.0},
+    "lip_corner_depressor_AU15": {"lip_depress": 1.0},
+    "jaw_drop_AU26": {"jaw_drop": 1.0},
+}
+assert set(ATTRIBUTE_DIRECTIONS) == set(ALL_ATTRIBUTE_NAMES)
 
 
 def resolve_attribute(name: str, names: List[str] | None = None) -> int:
@@ -90,7 +133,7 @@ def resolve_attribute(name: str, names: List[str] | None = None) -> int:
     Raises:
         KeyError: the name is unknown; the message lists every valid name.
     """
-    names = ATTRIBUTE_NAMES if names is None else names
+    names = ALL_ATTRIBUTE_NAMES if names is None else names
     try:
         return names.index(name)
     except ValueError:

@@ -1,0 +1,150 @@
+"""Photographic capture randomisation: make each rendered face look like one photo out of many cameras and prints.
+
+Real image pairs of one person differ in more than the face: two photos of a child taken years apart (FG-NET) were
+shot on different cameras and film, printed, faded and scanned; video frames and phone photos differ in exposure,
+white balance, noise, focus and compression. :func:`photographic` applies such a capture, drawn independently for
+every image, so the two images of a synthetic pair are two different "photos" of the same face change:
+
+* exposure (a gain) and tone curve (gamma, contrast), white balance (per-channel gains around grey),
+* optical blur (a Gaussian of random width) and sensor grain (Gaussian noise, luminance plus a little chroma),
+* greyscale (black-and-white film, as in a part of FG-NET and all of JAFFE),
+* a faded-scan look (lifted blacks, lower contrast, a yellow-brown cast),
+* JPEG compression at a random quality (through Pillow, per image).
+
+``strength`` scales every effect's range (0: identity); its default is measured, not guessed:
+``benchmarks/photographic_strength.py`` matches the within-pair spread of simple image statistics (brightness,
+contrast, colourfulness, sharpness) between synthetic pairs and real FG-NET / JAFFE development pairs (BENCHMARKS.md).
+
+Draws come from a CPU ``torch.Generator`` (deterministic per seed, device-independent), as in :mod:`.augment`.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+#: The strength the pretraining ``--photographic`` flag uses (measured: benchmarks/photographic_strength.py).
+DEFAULT_STRENGTH = 1.0
+
+
+@dataclass(frozen=True)
+class CaptureRanges:
+    """Ranges at ``strength = 1`` (each scaled by the strength)."""
+
+    exposure: float = 0.35  # log2 gain, uniform in +-
+    gamma: float = 0.25  # log gamma, uniform in +-
+    contrast: float = 0.25  # contrast factor 1 +- this
+    white_balance: float = 0.12  # per-channel log gain, uniform in +-
+    blur_sigma: float = 1.0  # Gaussian sigma in pixels of a 64 px face, uniform in [0, this]
+    grain: float = 0.03  # noise std, uniform in [0, this]
+    greyscale_p: float = 0.2
+    faded_p: float = 0.15
+    jpeg_p: float = 0.5
+    jpeg_quality_min: int = 30
+
+
+def _u(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=g)
+
+
+def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Per-image separable Gaussian blur (sigma in pixels; 0 leaves the image unchanged)."""
+    n, c, h, w = images.shape
+    radius = max(1, int(np.ceil(3 * float(sigma.max())))) if len(sigma) else 1
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    s = sigma.to(images.device, images.dtype).clamp(min=1e-3).view(n, 1)
+    k = torch.exp(-0.5 * (x.view(1, -1) / s) ** 2)
+    k = k / k.sum(1, keepdim=True)  # [n, K]
+    pad = F.pad(images, (radius, radius, radius, radius), mode="replicate")
+    kh = k.repeat_interleave(c, 0).view(n * c, 1, 1, -1)
+    kv = k.repeat_interleave(c, 0).view(n * c, 1, -1, 1)
+    y = F.conv2d(pad.reshape(1, n * c, h + 2 * radius, w + 2 * radius), kh, groups=n * c)
+    y = F.conv2d(y, kv, groups=n * c)
+    return y.view(n, c, h, w)
+
+
+def _jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
+    arr = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    out = np.asarray(Image.open(buf).convert("RGB"))
+    return torch.from_numpy(out.copy()).permute(2, 0, 1).to(image.device, image.dtype) / 255.0
+
+
+def photographic(
+    images: torch.Tensor, generator: torch.Generator, strength: float = DEFAULT_STRENGTH,
+    ranges: CaptureRanges = CaptureRanges(),
+) -> torch.Tensor:
+    """One random capture of each image.
+
+    Args:
+        images: ``[N, 3, H, W]`` in ``[0, 1]`` on any device.
+        generator: CPU ``torch.Generator`` all draws come from.
+        strength: scales every effect (0 returns the images unchanged; 1 is the measured default).
+
+    Returns:
+        ``[N, 3, H, W]`` in ``[0, 1]``, same device and dtype.
+    """
+    if strength < 0 or not np.isfinite(strength):
+        raise ValueError(f"photographic strength must be a finite number >= 0, got {strength}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"photographic() takes [N, 3, H, W] images, got shape {tuple(images.shape)}")
+    n, _, h, _ = images.shape
+    if n == 0 or strength == 0:
+        return images
+    r, s, dev = ranges, float(strength), images.device
+    exposure = torch.exp2(_u(n, -r.exposure * s, r.exposure * s, generator))
+    gamma = torch.exp(_u(n, -r.gamma * s, r.gamma * s, generator))
+    contrast = 1.0 + _u(n, -r.contrast * s, r.contrast * s, generator)
+    wb = torch.exp(_u(3 * n, -r.white_balance * s, r.white_balance * s, generator)).view(n, 3)
+    wb = wb / wb.mean(1, keepdim=True)
+    sigma = _u(n, 0.0, r.blur_sigma * s, generator) * (h / 64.0)
+    grain = _u(n, 0.0, r.grain * s, generator)
+    grey = torch.rand(n, generator=generator) < min(1.0, r.greyscale_p * s)
+    faded = torch.rand(n, generator=generator) < min(1.0, r.faded_p * s)
+    fade_amount = _u(n, 0.3, 1.0, generator)
+    jpeg = torch.rand(n, generator=generator) < min(1.0, r.jpeg_p * s)
+    quality = (r.jpeg_quality_min + (95 - r.jpeg_quality_min) * torch.rand(n, generator=generator)).round()
+    noise_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+
+    def v(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dev, images.dtype).view(n, *([1] * (images.ndim - 1)))
+
+    x = _gaussian_blur(images, sigma)
+    x = x * v(exposure) * wb.to(dev, images.dtype).view(n, 3, 1, 1)
+    x = x.clamp(1e-4, 1.0) ** v(gamma)
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = mean + (x - mean) * v(contrast)
+    luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    x = torch.where(v(grey.float()) > 0, luma.expand_as(x), x)
+    # Faded print: lifted blacks, compressed highlights, a warm (yellow-brown) cast.
+    tint = torch.tensor([1.0, 0.9, 0.72], device=dev, dtype=images.dtype).view(1, 3, 1, 1)
+    f = v(fade_amount * faded.float())
+    x = x + f * ((0.18 + 0.62 * x) * tint - x)
+    g = torch.Generator(device="cpu").manual_seed(noise_seed)
+    noise = torch.randn(n, 1, h, images.shape[-1], generator=g) + 0.3 * torch.randn(n, 3, h, images.shape[-1], generator=g)
+    x = (x + v(grain) * noise.to(dev, images.dtype)).clamp(0.0, 1.0)
+    if bool(jpeg.any()):
+        x = x.clone()
+        for i in torch.nonzero(jpeg).view(-1).tolist():
+            x[i] = _jpeg(x[i], int(quality[i]))
+    return x
+
+
+def image_statistics(images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image capture statistics ``[N]`` each: mean luminance, luminance contrast (std), colourfulness (mean
+    chroma distance from grey) and sharpness (mean |Laplacian| of the luminance at the image's size)."""
+    luma = 0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]
+    chroma = (images - luma.unsqueeze(1)).abs().mean((1, 2, 3))
+    lap = (4 * luma[:, 1:-1, 1:-1] - luma[:, :-2, 1:-1] - luma[:, 2:, 1:-1] - luma[:, 1:-1, :-2] - luma[:, 1:-1, 2:]).abs()
+    return {"brightness": luma.mean((1, 2)), "contrast": luma.std((1, 2)), "colourfulness": chroma,
+            "sharpness": lap.mean((1, 2))}
+
+
+__all__ = ["CaptureRanges", "DEFAULT_STRENGTH", "image_statistics", "photographic"]

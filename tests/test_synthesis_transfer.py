@@ -1,0 +1,110 @@
+"""Renderer 2.0.0's transfer features: the canonical frame, the smile's visibility, photographic capture, presets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from comface_hf.face_frame import CANONICAL_KEY_POINTS
+from comface_hf.photographic import image_statistics, photographic
+from comface_hf.synthesis import EmbeddedFaceGenerator
+
+
+def _pil(img: torch.Tensor) -> Image.Image:
+    return Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+
+
+def _mean_change(gen: EmbeddedFaceGenerator, name: str, ids: torch.Tensor) -> float:
+    a = torch.full((len(ids),), gen.attribute_index(name))
+    x0 = gen.render(ids, a, torch.zeros(len(ids)))
+    return float(np.mean([(gen.render(ids, a, torch.full((len(ids),), s)) - x0).abs().mean() for s in (-5.0, 5.0)]))
+
+
+def test_smile_is_visible_at_64px() -> None:
+    """Renderer 1.1.0's smile changed 0.0015 of the pixel values at +-5; 2.0.0's AU12 + AU6 must show."""
+    ids = torch.arange(8)
+    new, old = EmbeddedFaceGenerator(image_size=64), EmbeddedFaceGenerator(image_size=64, renderer_version="1.1.0")
+    smile_new, smile_old = _mean_change(new, "smile", ids), _mean_change(old, "smile", ids)
+    weight_new = _mean_change(new, "weight", ids)
+    assert smile_new > 10 * smile_old, (smile_new, smile_old)
+    assert smile_new > 0.5 * weight_new, (smile_new, weight_new)
+    # the change sits where AU12/AU6 act: lower half of the face more than the forehead
+    a = torch.full((8,), new.attribute_index("smile"))
+    d = (new.render(ids, a, torch.full((8,), 5.0)) - new.render(ids, a, torch.zeros(8))).abs().mean((0, 1))
+    assert d[36:52, 16:48].mean() > 3 * d[0:16, 16:48].mean()
+
+
+def test_key_points_are_in_the_canonical_frame() -> None:
+    gen = EmbeddedFaceGenerator(image_size=112)
+    n = len(gen.attribute_names)
+    ids = torch.arange(2 * n) % 7
+    attrs = torch.arange(2 * n) % n
+    alphas = torch.linspace(-5, 5, 2 * n)
+    kp = gen.key_points(ids, attrs, alphas)
+    assert kp.shape == (2 * n, 3, 2)
+    canon = torch.from_numpy(CANONICAL_KEY_POINTS * 112 - 0.5).float()
+    eye_err = (kp[:, :2] - canon[:2]).norm(dim=-1)
+    assert float(eye_err.max()) < 0.06 * 112, float(eye_err.max())  # eyes: jitter, pose and roll only
+    assert float((kp[:, 2, 0] - canon[2, 0]).abs().max()) < 0.06 * 112  # mouth on the midline
+    # key points follow the edit: the smile lifts the mouth corners (mouth centre moves up)
+    s = gen.attribute_index("smile")
+    k2 = gen.key_points(torch.tensor([3, 3]), torch.tensor([s, s]), torch.tensor([0.0, 5.0]))
+    assert float(k2[1, 2, 1]) < float(k2[0, 2, 1]) - 1.0
+    with pytest.raises(NotImplementedError):
+        EmbeddedFaceGenerator(image_size=64, renderer_version="1.1.0").key_points(torch.tensor([0]), torch.tensor([0]), torch.tensor([0.0]))
+
+
+def test_aligner_on_rendered_faces_returns_nearly_the_same_crop() -> None:
+    """Frames agree: warping a render by its own key points (the aligner's path for photos) gives back the render."""
+    from comface_hf.face_alignment import FaceAligner
+
+    gen = EmbeddedFaceGenerator(image_size=112)
+    ids = torch.tensor([0, 5, 11, 23])
+    attrs = torch.tensor([gen.attribute_index(a) for a in ("smile", "age", "weight", "Young")])
+    alphas = torch.tensor([5.0, -4.0, 3.0, 2.0])
+    imgs = gen.render(ids, attrs, alphas)
+    kps = gen.key_points(ids, attrs, alphas).numpy()
+    aligner = FaceAligner(size=112, detector=None, skip_if_aligned=False, warn_small=False)
+    errs, others = [], []
+    for i in range(len(ids)):
+        face = aligner.align(_pil(imgs[i]), landmarks=kps[i], scheme="three_point")
+        crop = torch.from_numpy(np.asarray(face.image, dtype=np.float32) / 255).permute(2, 0, 1)
+        inner = (slice(None), slice(8, 104), slice(8, 104))  # the warp pads beyond the border by reflection
+        errs.append(float((crop - imgs[i])[inner].abs().mean()))
+        others.append(float((crop - imgs[(i + 1) % len(ids)])[inner].abs().mean()))
+    assert max(errs) < 0.035, errs
+    assert min(others) > 3 * max(errs), (errs, others)
+
+
+def test_photographic_capture() -> None:
+    gen = EmbeddedFaceGenerator(image_size=48)
+    x = gen.render(torch.arange(64), torch.zeros(64, dtype=torch.long), torch.zeros(64))
+    assert torch.equal(photographic(x, torch.Generator().manual_seed(0), 0.0), x)
+    a = photographic(x, torch.Generator().manual_seed(3), 1.0)
+    b = photographic(x, torch.Generator().manual_seed(3), 1.0)
+    assert torch.equal(a, b) and a.shape == x.shape and 0 <= float(a.min()) and float(a.max()) <= 1
+    assert not torch.equal(a, photographic(x, torch.Generator().manual_seed(4), 1.0))
+    grey = (a[:, 0] - a[:, 1]).abs().amax((1, 2)) < 0.02
+    assert 0 < int(grey.sum()) < 64  # some greyscale photos, not all
+    # spread of capture statistics across images grows with the strength
+    spread = [float(image_statistics(photographic(x, torch.Generator().manual_seed(5), s))["brightness"].std())
+              for s in (0.0, 1.0, 2.0)]
+    assert spread[0] < spread[1] < spread[2], spread
+    with pytest.raises(ValueError, match="strength"):
+        photographic(x, torch.Generator(), -1.0)
+
+
+def test_pretrain_presets_and_attributes() -> None:
+    from training.pretrain import PRESETS, _attribute_indices, parse_arguments
+
+    args = parse_arguments(["--preset", "cpu-hour"])
+    assert args.image_size == 112 and args.photographic > 0 and args.renderer_version == "2.0.0"
+    default = parse_arguments([])
+    assert "smile" in default.attributes.split(",") and default.image_size == 64
+    assert default.num_epochs * default.samples_per_epoch == 6 * 2048  # the <= 10 min budget in pairs, as before
+    gen = EmbeddedFaceGenerator(image_size=32)
+    assert len(_attribute_indices(default.attributes, gen)) == len(default.attributes.split(","))
+    assert list(_attribute_indices("all", gen)) == list(range(43))  # the paper's 43: AUs are opt-in
+    assert "brow_raise_AU1_2" not in PRESETS["paper"].get("attributes", "all")
