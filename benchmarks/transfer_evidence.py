@@ -75,6 +75,9 @@ def main() -> None:
     parser.add_argument("--pairs_per_subject", type=int, default=6)
     # Chosen once, before any ComFace run, from a scratch-only check that training moves the loss at all; the same
     # settings serve both inits. Linear evaluation trains l on cached features, so many epochs cost seconds.
+    parser.add_argument("--linear_solver", default="closed_form",
+                        help="closed_form (exact ridge head, the default since issue 12; --linear_epochs/--linear_lr "
+                             "then do not apply) or sgd (the Adam head of the earlier tables)")
     parser.add_argument("--linear_epochs", type=int, default=50)
     parser.add_argument("--linear_lr", type=float, default=1e-2)
     parser.add_argument("--finetune_epochs", type=int, default=3)
@@ -96,7 +99,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator()
     settings = {
-        "linear": TransferSettings(epochs=args.linear_epochs, lr=args.linear_lr, batch_size=args.batch_size, seed=args.seed),
+        "linear": TransferSettings(epochs=args.linear_epochs, lr=args.linear_lr, batch_size=args.batch_size, seed=args.seed,
+                                   linear_solver=args.linear_solver),
         "finetune": TransferSettings(
             epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size, seed=args.seed
         ),
@@ -136,8 +140,8 @@ def main() -> None:
 
     title = (
         f"Synthetic downstream tasks, {args.folds}-fold subject-disjoint CV, {args.subjects} unseen identities x "
-        f"{args.images_per_subject} images, nuisance {args.nuisance:g}, {args.pairs_per_subject} pairs/subject; linear: {args.linear_epochs} epochs "
-        f"lr {args.linear_lr:g}; fine-tuning: {args.finetune_epochs} epochs lr {args.finetune_lr:g}; Adam, batch "
+        f"{args.images_per_subject} images, nuisance {args.nuisance:g}, {args.pairs_per_subject} pairs/subject; linear: "
+        f"{'exact ridge head' if args.linear_solver == 'closed_form' else f'{args.linear_epochs} epochs lr {args.linear_lr:g}'}; fine-tuning: {args.finetune_epochs} epochs lr {args.finetune_lr:g}; Adam, batch "
         f"{args.batch_size} pairs; {backbone} at {image_size} px"
     )
     md_path, _ = write_table(results, out / "table", title=title)
