@@ -192,7 +192,7 @@ def main() -> None:
         "load_average": os.getloadavg(), "command": " ".join(sys.argv), "elapsed_s": elapsed,
         "image_size": image_size, "backbone": backbone, "pairs_per_subject": pairs_per_subject,
         "finetune_epochs": args.finetune_epochs, "seeds": seeds, "finetune_seeds": finetune_seeds,
-        "records": records,
+        "records": records, "table_only": args.table_only,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     (out / "table.md").write_text(render(summary), encoding="utf-8")
@@ -208,8 +208,11 @@ def _cell(agg: dict, key: str) -> str:
 
 def render(summary: dict) -> str:
     records = summary["records"]
+    timing = ("assembled from finished runs (--table_only)" if summary.get("table_only")
+              else f"total {summary['elapsed_s'] / 60:.1f} min")
     lines = [f"Date {summary['date']}; {summary['machine']} (load average at the end "
-             f"{', '.join(f'{x:.1f}' for x in summary['load_average'])}); total {summary['elapsed_s'] / 60:.1f} min; "
+             f"{', '.join(f'{x:.1f}' for x in summary['load_average'])}); "
+             f"{timing}; "
              f"{summary['backbone']} at {summary['image_size']} px; pairs per subject {summary['pairs_per_subject']}.",
              ""]
     main = [r for r in records if r["align"] == "auto"]
