@@ -23,7 +23,7 @@ def test_tiny_build_splits_and_rows(tmp_path: Path) -> None:
     assert tr.isdisjoint(va) and len(va) == 1 and len(tr) == 9
     row = ds["train"][0]
     assert row["image"].size == (32, 32)
-    assert row["generator"] == "comface-embedded" and row["generator_version"] == EmbeddedFaceGenerator.version
+    assert row["generator"] == "comface-embedded" and row["generator_version"] == EmbeddedFaceGenerator(image_size=32).version
     assert ds["train"].features["attribute"].names == ["weight", "age", "smile"]
     # stored pixels are exactly what the streaming generator renders (PNG is lossless)
     gen = EmbeddedFaceGenerator(image_size=32, seed=cfg.seed)

@@ -204,7 +204,7 @@ def test_awkward_but_valid_photos_are_compared(model_dir, photos, tmp_path):
     two.paste(b.resize((side, side)), (side + 40, 20))
     two.save(tmp_path / "two.png")
     result = comparer.compare(tmp_path / "two.png", photos[0, 1])
-    assert any("2 faces" in w and "two.png" in w for w in result.warnings)
+    assert any("2 faces" in w and "two.png" in w for w in result.warnings), result.warnings
 
     big = a.resize((2 * PHOTO, 2 * PHOTO))
     big.save(tmp_path / "big.png")

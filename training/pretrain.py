@@ -287,6 +287,7 @@ class GeneratorPairs(StreamingPairs):
 
         self.generator = generator
         self.attributes = np.arange(len(generator.attribute_names))
+        self.photographic, self.seed = args.photographic, args.seed  # capture variation applies to any generator
         grid = alpha_grid(args.alpha_min, args.alpha_max, args.alpha_step).numpy()
         self.sampler = StreamingPairSampler(identities, len(self.attributes), grid, seed=args.seed)
 
