@@ -58,7 +58,7 @@ def main() -> None:
         det = key_points(face.landmarks, face.scheme)
         eye = np.linalg.norm(kps[i][1] - kps[i][0])
         kp_err.append(float(np.linalg.norm(det - kps[i], axis=1).mean() / eye * 100))
-    other = float((imgs - imgs.roll(1, 0))[:, inner[1], inner[2]].abs().mean())
+    other = float((imgs - imgs.roll(1, 0))[:, :, inner[1], inner[2]].abs().mean())
     print(f"Command: PYTHONPATH=. python benchmarks/render_alignment_check.py --n {a.n} --size {a.size}\n")
     print("| aligned with | faces found | key point error (% eye distance) | mean abs(crop - render) |")
     print("|---|---|---|---|")
