@@ -1,5 +1,5 @@
 """How much each attribute edit changes the picture: mean |render(alpha=+-5) - render(0)| per attribute, renderer
-1.1.0 against 2.0.0 at the same size (pixel values in [0, 1]; mean over 16 identities, both signs, all pixels).
+1.1.0, 2.0.0 and 2.1.0 at the same size (pixel values in [0, 1]; mean over 16 identities, both signs, all pixels).
 
     PYTHONPATH=. python benchmarks/attribute_visibility.py smile,Smiling,weight,age [--size 64]
 """
@@ -26,8 +26,9 @@ def main() -> None:
     ids = torch.arange(a.identities)
     n = len(ids)
     print(f"Command: PYTHONPATH=. python benchmarks/attribute_visibility.py {a.attributes} --size {a.size}\n")
-    print("| attribute | renderer 1.1.0 | renderer 2.0.0 |\n|---|---|---|")
-    gens = {v: EmbeddedFaceGenerator(image_size=a.size, renderer_version=v) for v in ("1.1.0", "2.0.0")}
+    versions = ("1.1.0", "2.0.0", "2.1.0")
+    print("| attribute | " + " | ".join(f"renderer {v}" for v in versions) + " |\n|---|" + "---|" * len(versions))
+    gens = {v: EmbeddedFaceGenerator(image_size=a.size, renderer_version=v) for v in versions}
     for name in a.attributes.split(","):
         cells = []
         for g in gens.values():

@@ -33,7 +33,7 @@ def gen() -> EmbeddedFaceGenerator:
 
 
 def test_api_basics(gen: EmbeddedFaceGenerator) -> None:
-    assert gen.name == "comface-embedded" and gen.version == "2.0.0"
+    assert gen.name == "comface-embedded" and gen.version == "2.1.0"
     assert len(gen.attribute_names) >= 40 and {"weight", "age", "smile"} <= set(gen.attribute_names)
     # the paper's 43 keep their indices; the 4 expression attributes follow them
     assert gen.attribute_names == ALL_ATTRIBUTE_NAMES == ATTRIBUTE_NAMES + EXPRESSION_ATTRIBUTES and len(ATTRIBUTE_NAMES) == 43
@@ -142,6 +142,16 @@ def test_renderer_1_1_0_is_reproduced_pixel_for_pixel() -> None:
     x = g.render(torch.tensor([0, 7, 123, 9999]), torch.tensor([0, 2, 15, 42]), torch.tensor([0.0, 5.0, -2.3, 4.1]))
     digest = hashlib.sha256((x * 255).round().byte().numpy().tobytes()).hexdigest()
     assert digest == "850e4b41d74b1d25ca57f94848b01735b7f570f8f3dad24bca4093ac73fb9f9c"
+
+
+def test_renderer_2_0_0_is_reproduced_pixel_for_pixel() -> None:
+    """renderer_version="2.0.0" renders what 2.0.0 rendered before 2.1.0 added ``teeth_show`` (hash taken from it)."""
+    import hashlib
+
+    g = EmbeddedFaceGenerator(image_size=48, seed=0, renderer_version="2.0.0")
+    x = g.render(torch.tensor([0, 7, 123, 9999, 5]), torch.tensor([0, 2, 15, 42, 46]), torch.tensor([0.0, 5.0, -2.3, 4.1, 3.0]))
+    digest = hashlib.sha256((x * 255).round().byte().numpy().tobytes()).hexdigest()
+    assert digest == "3153ffe490d58de43aac050a102dfcd4bcc493f39359f1b392884bed3f5631e4"
 
 
 def test_every_attribute_changes_monotonically_both_signs() -> None:

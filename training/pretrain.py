@@ -39,6 +39,7 @@ from comface_hf import ComFaceConfig, ComFaceImageProcessor, ComFaceModel, FaceC
 from comface_hf.augment import augment_batch, step_generator  # noqa: E402
 from comface_hf.pairs import CorpusPairSampler, Curriculum, StreamingPairSampler, split_identities  # noqa: E402
 from comface_hf.errors import ComFaceInputError, run_cli  # noqa: E402
+from comface_hf.synthesis import DEFAULT_RENDERER_VERSION  # noqa: E402
 from training.checkpointing import atomic_directory, find_checkpoint, list_checkpoints, prune_checkpoints  # noqa: E402
 
 
@@ -63,7 +64,7 @@ class PretrainArguments:
     alpha_min: float = -5.0
     alpha_max: float = 5.0
     alpha_step: float = 0.1
-    renderer_version: str = field(default="2.0.0", metadata={"help": "Embedded renderer: 2.0.0, or 1.1.0 (earlier)."})
+    renderer_version: str = field(default=DEFAULT_RENDERER_VERSION, metadata={"help": "Embedded renderer: 2.1.0 (broader smile), or the earlier 2.0.0, 1.1.0."})
     photographic: float = field(default=0.0, metadata={"help": "Strength of per-image photographic capture "
                                 "randomisation of streamed pairs (comface_hf.photographic; 0: off, 1: measured)."})
     compile_generator: bool = field(default=False, metadata={"help": "torch.compile the embedded renderer (same "
@@ -129,7 +130,7 @@ EMBEDDED_ATTRIBUTES_R1 = (
     "weight,age,Chubby,Gray_Hair,Bald,Young,Pale_Skin,Blond_Hair,Black_Hair,Brown_Hair,Blurry,Wearing_Hat,Bangs,"
     "Male,Oval_Face"
 )
-# Renderer 2.0.0: the same plus the expressions it now draws visibly at 64 px (smile = AU12 + AU6, Smiling, and the
+# Renderer 2 (2.0.0, 2.1.0): the same plus the expressions it draws visibly at 64 px (smile = AU12 + AU6, Smiling, and the
 # optional AU1+2, AU4, AU15, AU26). `--attributes all` (the paper preset) is the paper's 43, without the AUs.
 EMBEDDED_ATTRIBUTES = (
     EMBEDDED_ATTRIBUTES_R1 + ",smile,Smiling,brow_raise_AU1_2,brow_lower_AU4,lip_corner_depressor_AU15,jaw_drop_AU26"

@@ -3,7 +3,7 @@
 Two generators share one interface (``render(identities, attributes, alphas) -> [B,3,H,W]``):
 
 * :class:`EmbeddedFaceGenerator` (default, ``"embedded"``): a deterministic parametric face
-  renderer in torch; needs no weights (renderer version 2.0.0 by default; ``renderer_version="1.1.0"``
+  renderer in torch; needs no weights (renderer version 2.1.0 by default; ``renderer_version="1.1.0"``
   reproduces the previous one).
 * :class:`LatentEditGenerator` (``"latent-edit"``): wraps a StyleGAN-style ``G`` with
   InterFaceGAN direction files.

@@ -126,6 +126,15 @@ ATTRIBUTE_DIRECTIONS: Dict[str, Mapping[str, float]] = {
 }
 assert set(ATTRIBUTE_DIRECTIONS) == set(ALL_ATTRIBUTE_NAMES)
 
+#: Renderer 2.1.0 = renderer 2.0.0 with a broader smile (the only difference). At full intensity AU12 pulls the corners
+#: further up and back and parts the lips over the upper teeth, which fill the opening; AU6 narrows the eye aperture
+#: (Duchenne smile: cheeks raised against the lower lids; Ekman, Davidson & Friesen 1990). Renderer 2.0.0's smile
+#: changed 64% as much of a 64 px picture as weight did; this one is meant to change at least as much.
+ATTRIBUTE_DIRECTIONS_V2_1: Dict[str, Mapping[str, float]] = {
+    "smile": {"smile": 1.3, "cheek_raise": 1.0, "mouth_open": 0.05, "mouth_w": 0.02, "eye_open": -0.15, "teeth_show": 1.0},
+    "Smiling": {"smile": 1.1, "cheek_raise": 0.8, "mouth_open": 0.045, "mouth_w": 0.015, "eye_open": -0.1, "teeth_show": 1.0},
+}
+
 
 def resolve_attribute(name: str, names: List[str] | None = None) -> int:
     """Index of attribute ``name`` in ``names`` (default :data:`ATTRIBUTE_NAMES`).

@@ -36,6 +36,8 @@ maths uses only ``+ - * / sqrt floor clamp`` (exactly rounded; ``sin`` is a poly
 float64), so the same ``(seed, identity, attribute, alpha)`` gives the same pixels in any batch or process, and
 eager and ``torch.compile``d rendering agree bit for bit (tested).
 
+Version 2.1.0 (the default) is version 2.0.0 with a broader smile (the lips part over the upper teeth, the eyes narrow;
+:data:`.attributes.ATTRIBUTE_DIRECTIONS_V2_1`); ``renderer_version="2.0.0"`` renders 2.0.0's pixels exactly.
 ``EmbeddedFaceGenerator(renderer_version="1.1.0")`` renders with the previous renderer (:mod:`.renderer_v1`), pixel
 for pixel as before, with its 43 attributes.
 """
@@ -50,7 +52,7 @@ import numpy as np
 import torch
 
 from . import renderer_v1
-from .attributes import ALL_ATTRIBUTE_NAMES, ATTRIBUTE_DIRECTIONS, ATTRIBUTE_NAMES, resolve_attribute
+from .attributes import ALL_ATTRIBUTE_NAMES, ATTRIBUTE_DIRECTIONS, ATTRIBUTE_DIRECTIONS_V2_1, ATTRIBUTE_NAMES, resolve_attribute
 from .renderer_v1 import (  # noqa: F401  (re-exported: shared deterministic helpers)
     _HAIR_PALETTE,
     _IRIS_PALETTE,
@@ -76,8 +78,8 @@ from .renderer_v1 import (  # noqa: F401  (re-exported: shared deterministic hel
 )
 
 MIN_IMAGE_SIZE = 32
-RENDERER_VERSIONS = ("2.0.0", "1.1.0")
-DEFAULT_RENDERER_VERSION = "2.0.0"
+RENDERER_VERSIONS = ("2.1.0", "2.0.0", "1.1.0")
+DEFAULT_RENDERER_VERSION = "2.1.0"
 
 # ----------------------------------------------------------------------------------------
 # Identity parameters (version 2)
@@ -104,7 +106,7 @@ _UNIFORM_SPEC = [
     ("tex0", 0.0, 6.2832), ("tex1", 0.0, 6.2832), ("tex2", 0.0, 6.2832), ("tex3", 0.0, 6.2832),
 ]
 _ZERO_SPEC = ["pale", "smooth", "blur", "hair_dark", "hair_blond", "hair_brown", "bald",
-              "brow_raise", "brow_lower", "lip_depress", "jaw_drop"]
+              "brow_raise", "brow_lower", "lip_depress", "jaw_drop", "teeth_show"]
 _PRESENCE_SPEC = renderer_v1._PRESENCE_SPEC
 PARAM_NAMES: List[str] = [n for n, _, _ in _UNIFORM_SPEC] + _ZERO_SPEC + [n for n, _, _ in _PRESENCE_SPEC]
 _PINDEX = {n: i for i, n in enumerate(PARAM_NAMES)}
@@ -136,11 +138,14 @@ def identity_params(seed: int, identities: Sequence[int]) -> torch.Tensor:
     return torch.from_numpy(out.astype(np.float32))
 
 
-def direction_matrix(attribute_names: Sequence[str] = ALL_ATTRIBUTE_NAMES) -> torch.Tensor:
-    """``FloatTensor[num_attributes, num_params]``: parameter change per unit ``t = alpha/5``."""
+def direction_matrix(attribute_names: Sequence[str] = ALL_ATTRIBUTE_NAMES, version: str = DEFAULT_RENDERER_VERSION) -> torch.Tensor:
+    """``FloatTensor[num_attributes, num_params]``: parameter change per unit ``t = alpha/5``.
+
+    Versions 2.0.0 and 2.1.0 share the renderer and differ only in these directions (2.1.0's broader smile)."""
+    table = {**ATTRIBUTE_DIRECTIONS, **ATTRIBUTE_DIRECTIONS_V2_1} if version == "2.1.0" else ATTRIBUTE_DIRECTIONS
     mat = torch.zeros(len(attribute_names), len(PARAM_NAMES))
     for a, name in enumerate(attribute_names):
-        for p, v in ATTRIBUTE_DIRECTIONS[name].items():
+        for p, v in table[name].items():
             mat[a, _PINDEX[p]] = v
     return mat
 
@@ -566,7 +571,9 @@ def _render_params(params: torch.Tensor, size: int) -> torch.Tensor:  # noqa: C9
     img = _blend_(img, _cov(d_lips, ew), lambda sl: C(lip_col * light_col) * lip_sh[:, sl].unsqueeze(1))
     d_gap = torch.maximum(torch.maximum(y_gt - vf, vf - y_gb), (mx.abs() - 0.97) * mw)
     gap_cov = _cov(d_gap, ew * 0.7)
-    teeth_h = 0.022 * (1.0 - 0.3 * childS)
+    # teeth_show (0 for every identity; renderer 2.1.0's smile raises it): in a broad smile the upper teeth fill most
+    # of the parted lips, so the white band grows with the opening instead of staying a fixed strip.
+    teeth_h = 0.022 * (1.0 - 0.3 * childS) + 0.8 * relu(S("teeth_show")).clamp(max=1.0) * op * sq
     teeth = _smooth01((y_gt + teeth_h - vf) / 0.008 + 0.5) * (1.0 - 0.5 * _smooth01((mx.abs() - 0.55) / 0.3))
     lower_teeth = relu(jd).clamp(max=1.0) * _smooth01((vf - (y_gb - 0.012)) / 0.008 + 0.5)
     tooth_gaps = 1.0 - 0.12 * _smooth01(_psin(mx * 18.0) * 4.0 - 3.0)
@@ -696,7 +703,7 @@ class EmbeddedFaceGenerator:
             ``image_size``; defaults to 64 for outputs up to 128 px and 96 above (the faces are
             soft, so this costs little detail and keeps rendering cheap); pass
             ``internal_size=image_size`` for full-resolution SDFs.
-        renderer_version: ``"2.0.0"`` (default: shading from a height field, pose, growth, the canonical frame,
+        renderer_version: ``"2.1.0"`` (default; ``"2.0.0"`` is the same renderer with a narrower smile: shading from a height field, pose, growth, the canonical frame,
             47 attributes incl. the 4 expression attributes) or ``"1.1.0"`` (the previous renderer, pixel for pixel,
             43 attributes; :mod:`.renderer_v1`).
         compile: render with ``torch.compile``d kernels (fused, 5-8x faster on CPU; the first
@@ -745,7 +752,8 @@ class EmbeddedFaceGenerator:
         self.device = torch.device(device)
         self.alpha_range = (float(alpha_min), float(alpha_max))
         self.attribute_names: List[str] = list(ATTRIBUTE_NAMES if self.version == "1.1.0" else ALL_ATTRIBUTE_NAMES)
-        self._directions = self._impl.direction_matrix(self.attribute_names)
+        self._directions = (renderer_v1.direction_matrix(self.attribute_names) if self.version == "1.1.0"
+                            else direction_matrix(self.attribute_names, self.version))
         self._taps = None
         if self.internal_size != self.image_size:
             taps = bilinear_taps(self.internal_size, self.image_size)
@@ -807,7 +815,7 @@ class EmbeddedFaceGenerator:
         Renderer 1.1.0 did not draw in the frame and has no key points (``NotImplementedError``).
         """
         if self.version == "1.1.0":
-            raise NotImplementedError("renderer 1.1.0 does not draw faces in the canonical frame; use renderer_version='2.0.0'")
+            raise NotImplementedError("renderer 1.1.0 does not draw faces in the canonical frame; use renderer_version='2.1.0'")
         ids, attrs, alphas = validate_render_inputs(identities, attributes, alphas, len(self.attribute_names), self.alpha_range)
         return frame_key_points(self.edited_params(ids, attrs, alphas), self.image_size)
 
