@@ -342,6 +342,21 @@ class FaceComparer:
             false_reject_rate=frr, warnings=notes, faces=list(faces), crops=list(crops),
         )
 
+    def align_pair(self, before: Any, after: Any) -> tuple[list, list[dict], list[str]]:
+        """Both photos of a pair into the face frame: ``(crops, faces, notes)``, two crops and two face records, the
+        notes of both images plus one when their resolutions differ much."""
+        crops, faces, notes, sizes = [], [], [], []
+        for image in (before, after):
+            crop, face, image_notes = self.align_image(image)
+            sizes.append(self.last_size)
+            crops.append(crop)
+            faces.append(face_info(face) if face is not None else {"source": "none"})
+            notes += image_notes
+        note = size_note(sizes, self.size)
+        if note:
+            notes.append(note)
+        return crops, faces, notes
+
     def compare(self, before: Any, after: Any) -> Comparison:
         """Compare two photos (paths, bytes, PIL images, arrays...)."""
         return self.compare_pairs([(before, after)])[0]
@@ -356,16 +371,8 @@ class FaceComparer:
             chunk = pairs[start:start + batch_size]
             crops, faces, notes = [], [], []
             for before, after in chunk:
-                pair_notes, pair_faces, sizes = [], [], []
-                for image in (before, after):
-                    crop, face, image_notes = self.align_image(image)
-                    sizes.append(self.last_size)
-                    crops.append(crop)
-                    pair_faces.append(face_info(face) if face is not None else {"source": "none"})
-                    pair_notes += image_notes
-                note = size_note(sizes, self.size)
-                if note:
-                    pair_notes.append(note)
+                pair_crops, pair_faces, pair_notes = self.align_pair(before, after)
+                crops += pair_crops
                 faces.append(pair_faces)
                 notes.append(pair_notes)
             out = self.embed(self.pixel_values(crops))

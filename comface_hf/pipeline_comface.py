@@ -25,7 +25,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .errors import ComFaceInputError
 from .face_alignment import describe
-from .face_comparison import FaceComparer, face_info, identity_distance, size_note
+from .face_comparison import FaceComparer, identity_distance
 
 TASK = "face-change-estimation"
 
@@ -93,16 +93,7 @@ class FaceChangeEstimationPipeline(Pipeline):
                 + (f" of length {len(pair)}" if isinstance(pair, (tuple, list)) else "")
             )
         comparer = self._comparer(align, identity)
-        crops, faces, notes, sizes = [], [], [], []
-        for image in pair:
-            crop, face, image_notes = comparer.align_image(image)
-            sizes.append(comparer.last_size)
-            crops.append(crop)
-            faces.append(face_info(face) if face is not None else {"source": "none"})
-            notes += image_notes
-        note = size_note(sizes, comparer.size)
-        if note:
-            notes.append(note)
+        crops, faces, notes = comparer.align_pair(*pair)
         pixels = comparer.pixel_values(crops)
         return {"pixel_values": pixels[:1], "pixel_values_y": pixels[1:],
                 "meta": [{"before": describe(pair[0]), "after": describe(pair[1]), "notes": notes, "faces": faces,

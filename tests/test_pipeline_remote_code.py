@@ -1,9 +1,6 @@
 """The face-change-estimation pipeline from a saved folder, in a fresh process where comface_hf cannot be imported."""
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import torch
 from PIL import Image
@@ -12,6 +9,8 @@ from comface_hf import ComFaceConfig, ComFaceImageProcessor, ComFaceModel
 from comface_hf.face_comparison import FaceComparer
 from comface_hf.monitoring.calibration import render_identity_pairs
 from comface_hf.pipeline_comface import save_with_pipeline
+
+from tests.remote_code import run_without_comface_hf
 
 
 def test_pipeline_with_trust_remote_code_without_comface_hf(tmp_path):
@@ -31,17 +30,8 @@ def test_pipeline_with_trust_remote_code_without_comface_hf(tmp_path):
     expected = [r.to_dict() for r in FaceComparer(model, ComFaceImageProcessor(crop_size=32)).compare_pairs(pairs)]
     (tmp_path / "expected.json").write_text(json.dumps({"pairs": pairs, "expected": expected}))
 
-    script = textwrap.dedent(
-        f"""
-        import json, sys
-        sys.modules["comface_hf"] = None  # any `import comface_hf` now raises ImportError
-        sys.path = [p for p in sys.path if p not in ("", {str(tmp_path)!r})]
-        try:
-            import comface_hf
-        except ImportError:
-            pass
-        else:
-            raise SystemExit("comface_hf was importable")
+    body = f"""
+        import json
         from transformers import pipeline
         data = json.load(open({str(tmp_path / "expected.json")!r}))
         pairs = [tuple(p) for p in data["pairs"]]
@@ -67,9 +57,4 @@ def test_pipeline_with_trust_remote_code_without_comface_hf(tmp_path):
             raise SystemExit("a missing file was accepted")
         print("PIPELINE_OK")
         """
-    )
-    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "PIPELINE_OK" in result.stdout
+    run_without_comface_hf(tmp_path, body, "PIPELINE_OK")
