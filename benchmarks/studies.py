@@ -283,21 +283,31 @@ def transfer_settings_payload(scale: StudyScale, task: str, seed: int) -> dict[s
             "image_size": scale.image_size, "nuisance": scale.transfer_nuisance}
 
 
+def transfer_cache_entry(init_key: str, scale: StudyScale, task: str, seed: int, cache_dir: Path) -> tuple[Any, Path]:
+    """``(TransferSettings, cache file)`` of one fine-tuning run. The whole recipe (lr, schedule, label scaling, early
+    stopping...) is part of the key, so a result made under another recipe is never reused."""
+    from comface_hf.transfer import TransferSettings
+
+    settings = TransferSettings(epochs=scale.transfer_epochs, batch_size=scale.transfer_batch_size, seed=seed,
+                                show_progress=False)
+    recipe = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("show_progress", "num_workers")}
+    recipe.update(lr=settings.learning_rate("finetune"), epochs=settings.num_epochs("finetune"))
+    key = cache_key({"init": init_key, **transfer_settings_payload(scale, task, seed), "recipe": recipe})
+    return settings, Path(cache_dir) / "transfer" / f"{task}-s{seed}-{key}.json"
+
+
 def transfer_variant(variant: Variant, init: str, init_key: str, scale: StudyScale, task: str, seed: int,
                      task_data: Any, cache_dir: Path, accelerator: Any = None, log=print) -> dict[str, Any]:
     """Fine-tune ``init`` on ``task`` (4 folds) or reuse the cached result; returns run_protocol's dict without
     predictions (the cache keeps results.json-like files only)."""
-    from comface_hf.transfer import TransferSettings, run_protocol
+    from comface_hf.transfer import run_protocol
 
-    key = cache_key({"init": init_key, **transfer_settings_payload(scale, task, seed)})
-    path = Path(cache_dir) / "transfer" / f"{task}-s{seed}-{key}.json"
+    settings, path = transfer_cache_entry(init_key, scale, task, seed, cache_dir)
     if path.is_file():
         cached = json.loads(path.read_text())
         cached["method"] = variant.name  # the same init may appear under another row name in another study
         return cached
     start = time.perf_counter()
-    settings = TransferSettings(epochs=scale.transfer_epochs, batch_size=scale.transfer_batch_size, seed=seed,
-                                show_progress=False)
     result = run_protocol(
         task, init, "finetune", data=task_data, folds=scale.folds, pairs_per_subject=scale.pairs_per_subject,
         settings=settings, method=variant.name, accelerator=accelerator,

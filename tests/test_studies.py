@@ -35,6 +35,17 @@ def test_pretrain_flags_encode_the_variant():
         pretrain_flags(Variant("s", pretrain=False), scale, 0)
 
 
+def test_transfer_cache_key_follows_the_fine_tuning_recipe(tmp_path, monkeypatch):
+    """A fine-tuning result cached under one recipe is not reused after the library's defaults change."""
+    import comface_hf.transfer as transfer
+
+    scale = studies.cpu_scale()
+    _, before = studies.transfer_cache_entry("init", scale, "synthetic_age", 0, tmp_path)
+    assert before == studies.transfer_cache_entry("init", scale, "synthetic_age", 0, tmp_path)[1]
+    monkeypatch.setitem(transfer.DEFAULT_LR, "finetune", transfer.DEFAULT_LR["finetune"] * 3)
+    assert studies.transfer_cache_entry("init", scale, "synthetic_age", 0, tmp_path)[1] != before
+
+
 def test_cache_key_is_stable_and_sensitive():
     a = studies.cache_key(["--seed=0", "--learning=both"])
     assert a == studies.cache_key(["--seed=0", "--learning=both"])
