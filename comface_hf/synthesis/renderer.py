@@ -515,7 +515,7 @@ def _render_params(params: torch.Tensor, size: int) -> torch.Tensor:  # noqa: C9
     ix = ex - S("gaze") * 0.4
     ir = _sqrt(ix * ix + eyl * eyl)
     eye_light = (amb + (1.0 - amb) * 0.8).unsqueeze(1)  # [B,1,1,1]: the eyeball is lit like the face
-    img = _blend_(img, eye_cov, lambda sl: C(_rgb(0.93, 0.9, 0.87) * light_col) * eye_light
+    img = _blend_(img, eye_cov, lambda sl: C(_rgb(0.93, 0.9, 0.87).to(dev) * light_col) * eye_light
                   * (0.75 + 0.2 * ex2[:, sl].clamp(0.0, 1.0)).unsqueeze(1))
     img = _blend_(img, eye_cov * _cov((ir - 0.42) * ew_, ew), lambda sl: C(iris) * (0.6 + 0.55 * ir[:, sl].clamp(max=1.0)).unsqueeze(1))
     img = _blend_(img, eye_cov * _cov((ir - 0.17) * ew_, ew), C(_rgb(0.03, 0.02, 0.02)))
@@ -578,7 +578,7 @@ def _render_params(params: torch.Tensor, size: int) -> torch.Tensor:  # noqa: C9
     lower_teeth = relu(jd).clamp(max=1.0) * _smooth01((vf - (y_gb - 0.012)) / 0.008 + 0.5)
     tooth_gaps = 1.0 - 0.12 * _smooth01(_psin(mx * 18.0) * 4.0 - 3.0)
     teeth_all = (teeth + lower_teeth).clamp(max=1.0) * tooth_gaps
-    img = _blend_(img, gap_cov, lambda sl: C(_rgb(0.22, 0.05, 0.05)) + teeth_all[:, sl].unsqueeze(1) * C(_rgb(0.66, 0.66, 0.6) * light_col))
+    img = _blend_(img, gap_cov, lambda sl: C(_rgb(0.22, 0.05, 0.05)) + teeth_all[:, sl].unsqueeze(1) * C(_rgb(0.66, 0.66, 0.6).to(dev) * light_col))
     line = _cov((vf - y_m).abs() - 0.003, ew) * (mx.abs() < 1.02).float() * (1.0 - gap_cov)
     img = _scale_(img, ((0.45 + 4.0 * pressed) * line).clamp(max=0.9), -1.0)
     corner = _bump(ua - mw * 1.02, vf - (y_m + 0.005), 0.016, 0.016)
