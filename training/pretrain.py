@@ -137,9 +137,12 @@ EMBEDDED_ATTRIBUTES = (
 )
 
 PRESETS: dict[str, dict] = {
-    # A fresh 2-core CPU: ResNet18 at 64 px on pairs streamed from the embedded generator, 6 short epochs of 2048
-    # pairs (curriculum S = 10, 5, 3.3, 2.5 scaled to them), validated and saved within minutes.
-    "embedded": {"attributes": EMBEDDED_ATTRIBUTES, "num_epochs": 6, "samples_per_epoch": 2048, "photographic": 1.0},
+    # A fresh 2-core CPU: ResNet18 at 64 px on pairs streamed from the embedded generator, 6 short epochs of 1536
+    # pairs (curriculum S = 10, 5, 3.3, 2.5 scaled to them), validated on 256 pairs and saved within 10 minutes.
+    # Renderer 2 costs ~1.7x renderer 1.1.0 per face and its worker shares the 2 cores with training: 6 x 2048 pairs
+    # took 12.8 min on the idle machine (2026-11-27), so the epochs are 1536 pairs (9,216 in all, was 12,288).
+    "embedded": {"attributes": EMBEDDED_ATTRIBUTES, "num_epochs": 6, "samples_per_epoch": 1536, "validation_pairs": 256,
+                 "photographic": 1.0},
     # About an hour on the 2 CPU cores: the reference checkpoint for real-face evidence. 112 px (ResNet18 costs ~3x
     # per image of 64 px), 12 epochs of 2048 pairs (2x the embedded preset's pairs at ~3x the cost each).
     "cpu-hour": {"attributes": EMBEDDED_ATTRIBUTES, "image_size": 112, "num_epochs": 12, "samples_per_epoch": 2048,
