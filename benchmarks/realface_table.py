@@ -26,6 +26,7 @@ redo it), so the command can be resumed.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -153,25 +154,21 @@ def main() -> None:
             results, no_change = [], None
             for seed in run_seeds:
                 run_dir = out / "runs" / f"{ds}-{align}-{_slug(method)}-{mode}-s{seed}"
-                if (run_dir / "results.json").is_file() and no_change is None and (run_dir / "predictions.csv").is_file():
-                    import csv
-
+                if not (run_dir / "results.json").is_file():
+                    if args.table_only:
+                        continue
+                    settings = TransferSettings(seed=seed, epochs=args.finetune_epochs if mode == "finetune" else None)
+                    accelerator.print(f"\n=== {ds} | align {align} | {method} | {mode} | seed {seed} ===")
+                    result = run_protocol(
+                        task, init, mode, data=data, output_dir=str(run_dir), folds=folds,
+                        pairs_per_subject=pairs_per_subject[ds], image_size=image_size if init == "scratch" else None,
+                        backbone=backbone, settings=settings, method=method, accelerator=accelerator,
+                    )
+                    accelerator.print(f"    {result['seconds']:.0f} s")
+                results.append(json.loads((run_dir / "results.json").read_text()))
+                if no_change is None and (run_dir / "predictions.csv").is_file():  # the same pairs in every run
                     with open(run_dir / "predictions.csv", encoding="utf-8") as f:
                         no_change = float(np.mean([abs(float(row["label"])) for row in csv.DictReader(f)]))
-                if (run_dir / "results.json").is_file():
-                    results.append(json.loads((run_dir / "results.json").read_text()))
-                    continue
-                if args.table_only:
-                    continue
-                settings = TransferSettings(seed=seed, epochs=args.finetune_epochs if mode == "finetune" else None)
-                accelerator.print(f"\n=== {ds} | align {align} | {method} | {mode} | seed {seed} ===")
-                result = run_protocol(
-                    task, init, mode, data=data, output_dir=str(run_dir), folds=folds,
-                    pairs_per_subject=pairs_per_subject[ds], image_size=image_size if init == "scratch" else None,
-                    backbone=backbone, settings=settings, method=method, accelerator=accelerator,
-                )
-                results.append(json.loads((run_dir / "results.json").read_text()))
-                accelerator.print(f"    {result['seconds']:.0f} s")
             if not results:
                 continue
             run_seeds = run_seeds[: len(results)] if args.table_only else run_seeds
