@@ -154,6 +154,17 @@ def test_renderer_2_0_0_is_reproduced_pixel_for_pixel() -> None:
     assert digest == "3153ffe490d58de43aac050a102dfcd4bcc493f39359f1b392884bed3f5631e4"
 
 
+@pytest.mark.parametrize("version", ["2.1.0", "1.1.0"])
+def test_renderer_keeps_every_tensor_on_the_params_device(version: str) -> None:
+    """A constant made on the CPU breaks rendering on a GPU (found on the first H100 run). Tensors on the ``meta``
+    device refuse to mix with CPU tensors the same way, so rendering there finds such a constant without a GPU."""
+    g = EmbeddedFaceGenerator(image_size=48, renderer_version=version)
+    n = len(g.attribute_names)
+    params = g.edited_params(torch.arange(n) % 5, torch.arange(n), torch.linspace(-5, 5, n)).to("meta")
+    out = g._impl.render_images(params, 48)
+    assert out.device.type == "meta" and tuple(out.shape) == (n, 3, 48, 48)
+
+
 def test_every_attribute_changes_monotonically_both_signs() -> None:
     """Pixel distance from the neutral face grows with |alpha| (Spearman >= 0.9), both signs, all 47 attributes."""
     g = EmbeddedFaceGenerator(image_size=32, seed=0)
