@@ -51,11 +51,19 @@ def main() -> None:
     accelerator = Accelerator()
     generator = EmbeddedFaceGenerator(image_size=args.image_size, seed=0)
     start = time.perf_counter()
-    rows = []
+    # Every finished setting is appended to rows.jsonl at once: an interrupted sweep keeps what it measured and a rerun
+    # of the same command skips those settings.
+    rows_file = out / "rows.jsonl"
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()] if rows_file.is_file() else []
     for task in args.tasks.split(","):
+        todo = [(init, lr, epochs) for init, lr, epochs in
+                itertools.product(args.inits.split(","), args.lrs.split(","), args.epochs.split(","))
+                if not any((r["task"], r["init"], r["lr"], r["epochs"]) == (task, init, float(lr), int(epochs)) for r in rows)]
+        if not todo:
+            continue
         data = load_task_dataset(task, image_size=args.image_size, synthetic_subjects=args.subjects,
                                  synthetic_images_per_subject=args.images_per_subject, synthetic_generator=generator)
-        for init, lr, epochs in itertools.product(args.inits.split(","), args.lrs.split(","), args.epochs.split(",")):
+        for init, lr, epochs in todo:
             settings = TransferSettings(lr=float(lr), epochs=int(epochs), show_progress=False)
             result = run_protocol(
                 task, init, "finetune", data=data, folds=args.folds, pairs_per_subject=args.pairs_per_subject,
@@ -72,6 +80,8 @@ def main() -> None:
                 "stopped_at": [f["selection"]["stopped_at"] for f in result["folds"]],
                 "seconds": result["seconds"],
             })
+            with open(rows_file, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rows[-1]) + "\n")
             accelerator.print(f"{task} {init} lr {lr} epochs {epochs}: val MAE {np.mean(val):.3f}, test MAE "
                               f"{result['aggregate']['mae']['mean']:.3f}, Corr. {result['aggregate']['pearson']['mean']:.3f}"
                               f" ({result['seconds']:.0f} s)")
