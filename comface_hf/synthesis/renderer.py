@@ -138,11 +138,19 @@ def identity_params(seed: int, identities: Sequence[int]) -> torch.Tensor:
     return torch.from_numpy(out.astype(np.float32))
 
 
-def direction_matrix(attribute_names: Sequence[str] = ALL_ATTRIBUTE_NAMES, version: str = DEFAULT_RENDERER_VERSION) -> torch.Tensor:
-    """``FloatTensor[num_attributes, num_params]``: parameter change per unit ``t = alpha/5``.
+#: The attribute directions of each version drawn by this module: 2.0.0 and 2.1.0 share the renderer and differ only
+#: here (2.1.0's broader smile).
+DIRECTIONS_BY_VERSION: dict[str, dict] = {
+    "2.0.0": dict(ATTRIBUTE_DIRECTIONS),
+    "2.1.0": {**ATTRIBUTE_DIRECTIONS, **ATTRIBUTE_DIRECTIONS_V2_1},
+}
+assert set(DIRECTIONS_BY_VERSION) | {"1.1.0"} == set(RENDERER_VERSIONS)  # 1.1.0 lives in renderer_v1
 
-    Versions 2.0.0 and 2.1.0 share the renderer and differ only in these directions (2.1.0's broader smile)."""
-    table = {**ATTRIBUTE_DIRECTIONS, **ATTRIBUTE_DIRECTIONS_V2_1} if version == "2.1.0" else ATTRIBUTE_DIRECTIONS
+
+def direction_matrix(attribute_names: Sequence[str] = ALL_ATTRIBUTE_NAMES, version: str = DEFAULT_RENDERER_VERSION) -> torch.Tensor:
+    """``FloatTensor[num_attributes, num_params]``: parameter change per unit ``t = alpha/5`` (``version``: a key of
+    :data:`DIRECTIONS_BY_VERSION`)."""
+    table = DIRECTIONS_BY_VERSION[version]
     mat = torch.zeros(len(attribute_names), len(PARAM_NAMES))
     for a, name in enumerate(attribute_names):
         for p, v in table[name].items():
