@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -21,15 +22,10 @@ def pack(folder: Path, prefix: Path, half: bool) -> None:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     weights = (folder / "model.safetensors").read_bytes()
     if half:
-        import torch
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load, save
 
-        tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(folder / "model.safetensors")).items()}
-        buf = prefix.parent / (prefix.name + ".tmp.safetensors")
-        save_file(tensors, str(buf), metadata={"format": "pt"})
-        weights = buf.read_bytes()
-        buf.unlink()
-        del torch
+        weights = save({k: (v.half() if v.is_floating_point() else v) for k, v in load(weights).items()},
+                       metadata={"format": "pt"})
     with tarfile.open(f"{prefix}.files.tar.gz", "w:gz") as tar:
         for p in sorted(folder.iterdir()):
             if p.is_file() and p.name != "model.safetensors":
@@ -52,14 +48,13 @@ def unpack(src: Path, name: str, dest: Path) -> None:
     if hashlib.sha256(weights).hexdigest() != expected:
         raise SystemExit(f"{name}: weights damaged in transport (sha256 differs); fetch them again")
     if "half True" in (dest / "transport.txt").read_text():
-        import torch
-        from safetensors.torch import load, save_file
+        from safetensors.torch import load, save
 
-        tensors = {k: (v.float() if v.is_floating_point() else v) for k, v in load(weights).items()}
-        save_file(tensors, str(dest / "model.safetensors"), metadata={"format": "pt"})
-        del torch
-    else:
-        (dest / "model.safetensors").write_bytes(weights)
+        weights = save({k: (v.float() if v.is_floating_point() else v) for k, v in load(weights).items()},
+                       metadata={"format": "pt"})
+    tmp = dest / "model.safetensors.tmp"  # atomic: an interrupted unpack never leaves half a weights file
+    tmp.write_bytes(weights)
+    os.replace(tmp, dest / "model.safetensors")
 
 
 def main() -> None:
