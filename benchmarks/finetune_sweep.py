@@ -51,7 +51,7 @@ def main() -> None:
     accelerator = Accelerator()
     generator = EmbeddedFaceGenerator(image_size=args.image_size, seed=0)
     start = time.perf_counter()
-    # Every finished setting is appended to rows.jsonl at once: an interrupted sweep keeps what it measured and a rerun
+    # Every finished setting is saved to rows.jsonl at once: an interrupted sweep keeps what it measured and a rerun
     # of the same command skips those settings.
     rows_file = out / "rows.jsonl"
     rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()] if rows_file.is_file() else []
@@ -80,8 +80,9 @@ def main() -> None:
                 "stopped_at": [f["selection"]["stopped_at"] for f in result["folds"]],
                 "seconds": result["seconds"],
             })
-            with open(rows_file, "a", encoding="utf-8") as f:
-                f.write(json.dumps(rows[-1]) + "\n")
+            tmp = rows_file.with_name(f"{rows_file.name}.{os.getpid()}.tmp")  # atomic: never half a row on disk
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+            os.replace(tmp, rows_file)
             accelerator.print(f"{task} {init} lr {lr} epochs {epochs}: val MAE {np.mean(val):.3f}, test MAE "
                               f"{result['aggregate']['mae']['mean']:.3f}, Corr. {result['aggregate']['pearson']['mean']:.3f}"
                               f" ({result['seconds']:.0f} s)")
