@@ -45,3 +45,23 @@ def test_half_copy_is_close_and_damage_is_refused(tmp_path):
     chunk.write_bytes(bytes(data))
     with pytest.raises(SystemExit, match="damaged"):
         gpu_pack.unpack(tmp_path / "out", "m", tmp_path / "back2")
+
+
+def test_int8_copy_is_a_quarter_and_within_half_a_step_per_channel(tmp_path):
+    folder = _folder(tmp_path)
+    conv = torch.randn(8, 3, 3, 3, generator=torch.Generator().manual_seed(1)) * torch.logspace(-3, 1, 8).view(8, 1, 1, 1)
+    save_file({**load_file(str(folder / "model.safetensors")), "conv": conv, "bias": torch.randn(8)},
+              str(folder / "model.safetensors"))
+    gpu_pack.pack(folder, tmp_path / "out" / "m", half=False, int8=True)
+    packed = sum(p.stat().st_size for p in (tmp_path / "out").glob("m.w*"))
+    assert packed < 0.26 * (folder / "model.safetensors").stat().st_size
+    gpu_pack.unpack(tmp_path / "out", "m", tmp_path / "back")
+    a, b = load_file(str(folder / "model.safetensors")), load_file(str(tmp_path / "back" / "model.safetensors"))
+    assert set(a) == set(b) and all(b[k].dtype == a[k].dtype for k in a)
+    assert torch.equal(a["bias"], b["bias"]) and torch.equal(a["steps"], b["steps"])  # rank < 2 travels exactly
+    for k in ("w", "conv"):  # error at most half a quantisation step of its own output channel (scales differ 1e4x)
+        step = a[k].abs().flatten(1).amax(1) / 127
+        err = (a[k] - b[k]).abs().flatten(1).amax(1)
+        assert bool((err <= 0.5 * step * 1.0001).all()) and not torch.equal(a[k], b[k])
+    with pytest.raises(SystemExit, match="one of"):
+        gpu_pack.pack(folder, tmp_path / "out2" / "m", half=True, int8=True)

@@ -59,6 +59,31 @@ def test_key_points_are_in_the_canonical_frame() -> None:
         EmbeddedFaceGenerator(image_size=64, renderer_version="1.1.0").key_points(torch.tensor([0]), torch.tensor([0]), torch.tensor([0.0]))
 
 
+def test_growth_ablation_changes_children_only() -> None:
+    """craniofacial_growth=False (the growth ablation) draws children with the adult head; adults stay pixel for
+    pixel, and age edits still change every face."""
+    on, off = EmbeddedFaceGenerator(image_size=64), EmbeddedFaceGenerator(image_size=64, craniofacial_growth=False)
+    from comface_hf.synthesis.renderer import PARAM_NAMES
+
+    ids = torch.arange(24)
+    ages = on.edited_params(ids, torch.zeros(24, dtype=torch.long), torch.zeros(24))[:, PARAM_NAMES.index("age")] * 50
+    child, adult = ids[ages < 14], ids[ages > 19]
+    assert len(child) >= 3 and len(adult) >= 3, ages
+    a = torch.full((len(ids),), on.attribute_index("age"))
+    x_on, x_off = on.render(ids, a, torch.full((24,), -5.0)), off.render(ids, a, torch.full((24,), -5.0))
+    diff = (x_on - x_off).abs().flatten(1).mean(1)
+    assert float(diff[adult[ages[adult] > 45]].max()) == 0.0  # 25 years younger is still adult: no growth involved
+    assert float(diff[child].min()) > 0.01, diff[child]
+    kp_on = on.key_points(child, a[: len(child)], torch.zeros(len(child)))
+    kp_off = off.key_points(child, a[: len(child)], torch.zeros(len(child)))
+    assert float((kp_on - kp_off).abs().max()) > 0.1  # the strain moves eyes and mouth relative to the head
+    young = off.render(child, a[: len(child)], torch.full((len(child),), -5.0))
+    older = off.render(child, a[: len(child)], torch.full((len(child),), 5.0))
+    assert float((young - older).abs().mean()) > 0.005  # age still edits without growth
+    with pytest.raises(ValueError, match="renderer 2"):
+        EmbeddedFaceGenerator(image_size=64, renderer_version="1.1.0", craniofacial_growth=False)
+
+
 def test_aligner_on_rendered_faces_returns_nearly_the_same_crop() -> None:
     """Frames agree: warping a render by its own key points (the aligner's path for photos) gives back the render."""
     from comface_hf.face_alignment import FaceAligner

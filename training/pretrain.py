@@ -65,6 +65,8 @@ class PretrainArguments:
     alpha_max: float = 5.0
     alpha_step: float = 0.1
     renderer_version: str = field(default=DEFAULT_RENDERER_VERSION, metadata={"help": "Embedded renderer: 2.1.0 (broader smile), or the earlier 2.0.0, 1.1.0."})
+    craniofacial_growth: bool = field(default=True, metadata={"help": "Renderer 2's childhood growth (head strain and "
+                                      "child proportions); --craniofacial_growth False is the growth ablation."})
     photographic: float = field(default=0.0, metadata={"help": "Strength of per-image photographic capture "
                                 "randomisation of streamed pairs (comface_hf.photographic; 0: off, 1: measured)."})
     compile_generator: bool = field(default=False, metadata={"help": "torch.compile the embedded renderer (same "
@@ -214,7 +216,8 @@ class StreamingPairs:
 
         self.generator = get_generator("embedded", image_size=args.image_size, seed=args.generator_seed,
                                        device=device, alpha_min=args.alpha_min, alpha_max=args.alpha_max,
-                                       compile=args.compile_generator, renderer_version=args.renderer_version)
+                                       compile=args.compile_generator, renderer_version=args.renderer_version,
+                                       craniofacial_growth=args.craniofacial_growth)
         self.attributes = _attribute_indices(args.attributes, self.generator)
         self.photographic, self.seed = args.photographic, args.seed
         grid = alpha_grid(args.alpha_min, args.alpha_max, args.alpha_step).numpy()
@@ -810,7 +813,9 @@ def _revert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
 def model_card_values(args: PretrainArguments, metrics: dict, steps: int, world: int, stream_generator=None) -> dict:
     data = (
         f"Rendered on the fly by the embedded parametric face generator (`comface_hf.synthesis`, seed "
-        f"{args.generator_seed}, renderer {args.renderer_version}, photographic capture strength {args.photographic}): "
+        f"{args.generator_seed}, renderer {args.renderer_version}"
+        f"{'' if args.craniofacial_growth else ' without craniofacial growth'}, photographic capture strength "
+        f"{args.photographic}): "
         f"{args.num_identities} identities split 90/10 by identity, attributes: "
         f"{args.attributes}, alpha in [{args.alpha_min}, {args.alpha_max}] step {args.alpha_step}, {args.image_size} px."
         if args.data_source == "stream"

@@ -106,7 +106,10 @@ _UNIFORM_SPEC = [
     ("tex0", 0.0, 6.2832), ("tex1", 0.0, 6.2832), ("tex2", 0.0, 6.2832), ("tex3", 0.0, 6.2832),
 ]
 _ZERO_SPEC = ["pale", "smooth", "blur", "hair_dark", "hair_blond", "hair_brown", "bald",
-              "brow_raise", "brow_lower", "lip_depress", "jaw_drop", "teeth_show"]
+              "brow_raise", "brow_lower", "lip_depress", "jaw_drop", "teeth_show",
+              # 1 switches childhood morphology off (the growth ablation: EmbeddedFaceGenerator(craniofacial_growth=False)).
+              # Last, and drawn by no hash stream, so every face of the default is unchanged.
+              "no_growth"]
 _PRESENCE_SPEC = renderer_v1._PRESENCE_SPEC
 PARAM_NAMES: List[str] = [n for n, _, _ in _UNIFORM_SPEC] + _ZERO_SPEC + [n for n, _, _ in _PRESENCE_SPEC]
 _PINDEX = {n: i for i, n in enumerate(PARAM_NAMES)}
@@ -161,11 +164,12 @@ def direction_matrix(attribute_names: Sequence[str] = ALL_ATTRIBUTE_NAMES, versi
 # ----------------------------------------------------------------------------------------
 # Geometry shared by the renderer and key_points(): growth, pose, the frame
 # ----------------------------------------------------------------------------------------
-def _growth(age: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _growth(age: torch.Tensor, no_growth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(k, childness)`` per image: the cardioidal strain of the head relative to the adult template, and a 0..1
-    measure of how young the face is (0 from 18 years). Strictly monotonic below 18 years, never saturating."""
+    measure of how young the face is (0 from 18 years). Strictly monotonic below 18 years, never saturating.
+    ``no_growth`` = 1 gives every age the adult head (no strain, no child proportions)."""
     d = torch.relu(18.0 - age * _YEARS)
-    childness = d / (d + 12.0)
+    childness = d / (d + 12.0) * (1.0 - no_growth)
     return -0.22 * childness, childness
 
 
@@ -216,7 +220,7 @@ def scene_key_points(params: torch.Tensor) -> torch.Tensor:
     prof = _depth_profile(kp[..., 0], kp[..., 1], P["face_w"][:, None])
     u = kp[..., 0] + ys[:, None] * prof
     v = kp[..., 1] + ps[:, None] * prof
-    k, _ = _growth(P["age"])
+    k, _ = _growth(P["age"], P["no_growth"])
     u, v = _strain_forward(u, v, k[:, None])
     r = P["roll"][:, None]
     cr, sr = 1.0 - 0.5 * r * r, r
@@ -297,7 +301,7 @@ def _render_params(params: torch.Tensor, size: int) -> torch.Tensor:  # noqa: C9
     r = S("roll")
     cr, sr = 1.0 - 0.5 * r * r, r
     hu, hv_ = cr * sx + sr * sy, cr * sy - sr * sx  # undo the roll
-    k, child = _growth(P["age"])
+    k, child = _growth(P["age"], P["no_growth"])
     u, v = _strain_inverse(hu, hv_, V(k))
     px_step = _sqrt((X * X).sum(-1)) * (2.0 / size)  # scene units per pixel
     step_t = V(px_step)
@@ -714,6 +718,8 @@ class EmbeddedFaceGenerator:
         renderer_version: ``"2.1.0"`` (default; ``"2.0.0"`` is the same renderer with a narrower smile: shading from a height field, pose, growth, the canonical frame,
             47 attributes incl. the 4 expression attributes) or ``"1.1.0"`` (the previous renderer, pixel for pixel,
             43 attributes; :mod:`.renderer_v1`).
+        craniofacial_growth: ``False`` draws every age with the adult head and proportions (age is then adult
+            ageing only: greying, wrinkles, sagging, skin); an ablation of renderer 2's childhood growth.
         compile: render with ``torch.compile``d kernels (fused, 5-8x faster on CPU; the first
             call at a new size compiles for 30-45 s, then inductor's on-disk cache serves it).
             Eager and compiled rendering give the same pixels, bit for bit (tested), so this is
@@ -742,10 +748,14 @@ class EmbeddedFaceGenerator:
         internal_size: Optional[int] = None,
         compile: bool = False,
         renderer_version: str = DEFAULT_RENDERER_VERSION,
+        craniofacial_growth: bool = True,
     ) -> None:
         if renderer_version not in RENDERER_VERSIONS:
             raise ValueError(f"unknown renderer_version {renderer_version!r}; choose one of {', '.join(RENDERER_VERSIONS)}")
         self.version = renderer_version
+        if not craniofacial_growth and renderer_version == "1.1.0":
+            raise ValueError("craniofacial_growth=False needs renderer 2 (renderer 1.1.0 has no growth to switch off)")
+        self.craniofacial_growth = bool(craniofacial_growth)
         self._impl = renderer_v1 if renderer_version == "1.1.0" else _V2
         if int(image_size) < MIN_IMAGE_SIZE:
             raise ValueError(
@@ -789,7 +799,10 @@ class EmbeddedFaceGenerator:
         """``p + (alpha / 5) * n_m`` on CPU: ``FloatTensor[B, len(PARAM_NAMES)]``."""
         base = self._impl.identity_params(self.seed, identities.numpy())
         t = alphas / 5.0
-        return base + t[:, None] * self._directions[attributes]
+        params = base + t[:, None] * self._directions[attributes]
+        if not self.craniofacial_growth:
+            params[:, _PINDEX["no_growth"]] = 1.0
+        return params
 
     @torch.no_grad()
     def render(self, identities: torch.Tensor, attributes: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
