@@ -48,15 +48,15 @@ case ${1:-train} in
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$RUNS/gpu.txt"
     # 2-step smoke runs of both renderers first: a failure on the GPU shows in seconds.
     smoke="--max_steps 2 --samples_per_epoch 128 --validation_pairs 16 --global_batch_size 8 --num_epochs 1"
-    run smoke 90 $smoke --craniofacial_growth False || { tail -20 "$RUNS/smoke.log"; exit 1; }
-    run smoke-r1 90 $smoke $(flags renderer-1.1.0) || { tail -20 "$RUNS/smoke-r1.log"; exit 1; }
+    run smoke 60 $smoke --craniofacial_growth False || { tail -20 "$RUNS/smoke.log"; exit 1; }
+    run smoke-r1 60 $smoke $(flags renderer-1.1.0) || { tail -20 "$RUNS/smoke-r1.log"; exit 1; }
     t0=$(date +%s)
     for seed in 1 2 3; do
       for v in $VARIANTS; do
-        run "$v-s$seed" 420 --seed "$seed" $(flags "$v") &
+        run "$v-s$seed" 360 --seed "$seed" $(flags "$v") &
       done
     done
-    for seed in 1 2; do run "cpu-hour-s$seed" 480 --preset cpu-hour --seed "$seed" & done
+    for seed in 1 2; do run "cpu-hour-s$seed" 400 --preset cpu-hour --seed "$seed" & done
     wait
     echo "all runs: wall_s=$(( $(date +%s) - t0 ))" | tee -a "$RUNS/walls.txt"
     sort "$RUNS/walls.txt"
