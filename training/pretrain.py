@@ -196,6 +196,9 @@ def parse_arguments(argv: Optional[list[str]] = None) -> PretrainArguments:
                           ("data_source", ("stream", "corpus")), ("method", ("comface", "facecycle"))):
         if getattr(args, name) not in allowed:
             parser.error(f"--{name} must be one of {', '.join(allowed)}, got {getattr(args, name)!r}")
+    if not args.craniofacial_growth and args.renderer_version == "1.1.0":
+        parser.error("--craniofacial_growth False needs renderer 2 (renderer 1.1.0 has no growth to switch off); "
+                     "drop it or pick --renderer_version 2.1.0")
     return args
 
 
