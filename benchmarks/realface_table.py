@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--modes", default="linear,finetune")
     parser.add_argument("--seeds", default="0,1,2", help="linear evaluation seeds")
     parser.add_argument("--finetune_seeds", default="0")
+    parser.add_argument("--max_grad_norm", type=float, default=None, help="fine-tuning gradient clipping (default off)")
     parser.add_argument("--finetune_epochs", type=int, default=3, help="maximum epochs (early stopping may end sooner)")
     parser.add_argument("--finetune_inits", default="all", help="'all' or a comma list of init names to fine-tune")
     parser.add_argument("--methods", default="all",
@@ -157,7 +158,8 @@ def main() -> None:
                 if not (run_dir / "results.json").is_file():
                     if args.table_only:
                         continue
-                    settings = TransferSettings(seed=seed, epochs=args.finetune_epochs if mode == "finetune" else None)
+                    settings = TransferSettings(seed=seed, epochs=args.finetune_epochs if mode == "finetune" else None,
+                                                max_grad_norm=args.max_grad_norm)
                     accelerator.print(f"\n=== {ds} | align {align} | {method} | {mode} | seed {seed} ===")
                     result = run_protocol(
                         task, init, mode, data=data, output_dir=str(run_dir), folds=folds,

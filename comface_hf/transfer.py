@@ -435,6 +435,8 @@ class TransferSettings:
     warmup_fraction: float = 0.1
     schedule: str = "cosine"  # or "constant" (the paper's plain Adam)
     patience: int = 5
+    # Gradient-norm clipping of the gradient-trained paths (None: off, the default recipe).
+    max_grad_norm: Optional[float] = None
     # Decode (and align) every image once per run and keep the model-ready tensors in memory.
     cache_images: bool = True
 
@@ -455,6 +457,8 @@ class TransferSettings:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}.")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 (or None for no clipping), got {self.max_grad_norm}.")
         if self.augment and self.linear_solver == "closed_form":
             raise ValueError(
                 "--augment needs a gradient-trained head (every step sees new augmented images); the closed-form "
@@ -828,6 +832,8 @@ def run_fold(
                 batch["pixel_values_y"] = _augment_normalised(batch["pixel_values_y"], mean, std, aug_generator)
             loss = model(**batch).loss
             accelerator.backward(loss)
+            if settings.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

@@ -132,6 +132,31 @@ def test_linear_freezes_backbone_and_finetune_trains_it(task, comface_folder) ->
     assert not _same(_state(result.model.backbone), _state(checkpoint.backbone))
 
 
+def test_gradient_clipping_bounds_each_step(task, comface_folder, monkeypatch) -> None:
+    """--max_grad_norm clips the gradient norm before every optimiser step (default: no clipping)."""
+    import dataclasses
+
+    pairs = sample_task_pairs(task, pairs_per_subject=3)
+    fold = make_folds(pairs, n_folds=2)[0]
+    norms: list[float] = []
+    step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        grads = [p.grad.norm() for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack(grads))))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    run_fold(build_change_model(comface_folder, "finetune"), "finetune", task, pairs, fold, FAST)
+    free = list(norms)
+    norms.clear()
+    clipped = dataclasses.replace(FAST, max_grad_norm=1e-3)
+    run_fold(build_change_model(comface_folder, "finetune"), "finetune", task, pairs, fold, clipped)
+    assert max(free) > 1e-2 and max(norms) <= 1e-3 * 1.001, (free, norms)
+    with pytest.raises(ValueError, match="max_grad_norm must be > 0"):
+        dataclasses.replace(FAST, max_grad_norm=0.0).check()
+
+
 def test_linear_feature_cache_matches_running_the_backbone(task, comface_folder) -> None:
     pairs = sample_task_pairs(task, pairs_per_subject=3)
     fold = make_folds(pairs, n_folds=2)[1]

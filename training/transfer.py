@@ -81,6 +81,8 @@ class TransferArguments:
     schedule: str = field(default="cosine", metadata={"help": "cosine (decay to 0 after warm-up) or constant."})
     patience: int = field(default=5, metadata={"help": "Early stopping: epochs without a better validation MAE (0: off)."})
     standardize_labels: bool = field(default=True, metadata={"help": "Train on (label - mean) / std (gradient paths)."})
+    max_grad_norm: Optional[float] = field(default=None, metadata={"help": "Clip the gradient norm to this (gradient "
+                                           "paths; default: no clipping)."})
     weight_decay: float = 0.0
     image_size: Optional[int] = field(
         default=None, metadata={"help": "Input size; a pretrained init fixes it (default: the init's, 64 for scratch)."}
@@ -114,7 +116,7 @@ def main() -> None:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         augment=args.augment, num_workers=args.num_workers, linear_solver=args.linear_solver,
         warmup_fraction=args.warmup_fraction, schedule=args.schedule, patience=args.patience,
-        standardize_labels=args.standardize_labels,
+        standardize_labels=args.standardize_labels, max_grad_norm=args.max_grad_norm,
     )
     settings.check()
     data_kwargs = {"cache_dir": args.cache_dir}
