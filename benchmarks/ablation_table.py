@@ -40,11 +40,11 @@ def rows(grouped: dict, reference: str) -> list[dict]:
         ref = variants.get(reference, {})
         for variant, seeds in sorted(variants.items(), key=lambda kv: (kv[0] != reference, kv[0])):
             row = {"dataset": dataset, "mode": mode, "variant": variant, "seeds": sorted(seeds)}
+            paired = [s for s in sorted(seeds) if s in ref]
             for key, _, _ in METRICS:
                 v = np.array([seeds[s][key] for s in sorted(seeds)])
                 row[key] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else float("nan"),
                             "per_seed": v.tolist()}
-                paired = [s for s in sorted(seeds) if s in ref]
                 if variant != reference and paired:
                     d = np.array([seeds[s][key] - ref[s][key] for s in paired])
                     row[key]["minus_reference"] = {"mean": float(d.mean()),

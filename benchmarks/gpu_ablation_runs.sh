@@ -19,15 +19,13 @@ VARIANTS="default no-growth no-photographic no-expressions renderer-1.1.0"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=$PWD TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS=1  # many processes on 16 cores: one thread each
 
-flags() {  # variant -> pretrain flags
-  local r1
-  r1=$(python3 -c "import sys; sys.path.insert(0, 'training'); import pretrain; print(pretrain.EMBEDDED_ATTRIBUTES_R1)")
+flags() {  # variant -> pretrain flags ($R1: renderer 1.1.0's attributes, read once in `train`)
   case $1 in
     default) echo "" ;;
     no-growth) echo "--craniofacial_growth False" ;;
     no-photographic) echo "--photographic 0" ;;
-    no-expressions) echo "--attributes $r1" ;;
-    renderer-1.1.0) echo "--renderer_version 1.1.0 --attributes $r1" ;;
+    no-expressions) echo "--attributes $R1" ;;
+    renderer-1.1.0) echo "--renderer_version 1.1.0 --attributes $R1" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }
@@ -46,6 +44,8 @@ case ${1:-train} in
   train)
     mkdir -p "$RUNS"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$RUNS/gpu.txt"
+    # Once: `$(flags ...)` runs in a subshell, so reading it there would import training/pretrain.py per run.
+    R1=$(python3 -c "import sys; sys.path.insert(0, 'training'); import pretrain; print(pretrain.EMBEDDED_ATTRIBUTES_R1)")
     # 2-step smoke runs of both renderers first: a failure on the GPU shows in seconds.
     smoke="--max_steps 2 --samples_per_epoch 128 --validation_pairs 16 --global_batch_size 8 --num_epochs 1"
     run smoke 60 $smoke --craniofacial_growth False || { tail -20 "$RUNS/smoke.log"; exit 1; }

@@ -79,10 +79,9 @@ def unpack(src: Path, name: str, dest: Path) -> None:
         tar.extractall(dest, filter="data")
     chunks = sorted(src.glob(f"{name}.w*"), key=lambda p: int(p.name.rsplit(".w", 1)[1]))
     weights = b"".join(p.read_bytes() for p in chunks)
-    expected = (dest / "transport.txt").read_text().split()[1]
-    if hashlib.sha256(weights).hexdigest() != expected:
-        raise SystemExit(f"{name}: weights damaged in transport (sha256 differs); fetch them again")
     note = (dest / "transport.txt").read_text()
+    if hashlib.sha256(weights).hexdigest() != note.split()[1]:
+        raise SystemExit(f"{name}: weights damaged in transport (sha256 differs); fetch them again")
     if "half True" in note or "int8 True" in note:
         from safetensors.torch import load, save
 

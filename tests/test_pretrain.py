@@ -30,8 +30,11 @@ def launch(args, processes=1, env=None, **kwargs):
         flags = ["--num_processes", "1"]
     cmd = accelerate + flags + ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                                 str(REPO / "training" / "pretrain.py"), *args]
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
-    return cmd, full_env
+    return cmd, script_env(env)
+
+
+def script_env(extra=None):
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(extra or {})}
 
 
 def run(args, processes=1, env=None, check=True):
@@ -116,7 +119,7 @@ def run_direct(args):
     """The script without the launcher: option errors are the script's own, and this saves a second interpreter
     (and torch import) per case."""
     return subprocess.run([sys.executable, str(REPO / "training" / "pretrain.py"), *args], capture_output=True, text=True,
-                          timeout=400, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+                          timeout=400, cwd=REPO, env=script_env())
 
 
 def test_bad_options_fail_clearly_and_overwrite_nothing(tmp_path):
