@@ -20,7 +20,12 @@ Alignment rows (issue 11): linear evaluation with ``--fgnet_align`` (default lan
 
 Writes under --out: ``runs/<dataset>-<align>-<init>-<mode>-s<seed>/`` (each run's results.json, predictions.csv,
 pairs.csv), ``summary.json`` (every aggregate) and ``table.md``. Finished runs are reused (delete a run folder to
-redo it), so the command can be resumed.
+redo it), so the command can be resumed. A run is finished when its results.json exists (written after its last
+fold). ``summary.json`` and ``table.md`` are rebuilt from every finished run under --out, whatever this invocation
+selected (e.g. a ``--datasets jaffe`` run keeps the FG-NET rows), with every seed found. Rows: FG-NET then JAFFE;
+within each, align auto (linear, then fine-tuning) then the alignment rows; within those, scratch, the checkpoints
+(in the previous table's order, then in this invocation's --checkpoint order), FaceCycle. A row is named as in this
+invocation's --checkpoint, else as in the previous table, else as in its results.json.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from accelerate import Accelerator  # noqa: E402
 
-from comface_hf.transfer import TransferSettings, load_task_dataset, run_protocol  # noqa: E402
+from comface_hf.transfer import ALIGN_MODES, HEAD_INITS, TransferSettings, load_task_dataset, run_protocol  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "realfaces"
 DATASETS = {
@@ -52,6 +57,7 @@ DATASETS = {
 }
 #: The paper's Table 6 (fine-tuning, ResNet50, the full FG-NET at full scale) for scale.
 PAPER_FGNET = {"Scratch": (8.980, 0.514), "ImageNet": (7.863, 0.614), "FaRL": (5.249, 0.851), "ComFace": (4.914, 0.870)}
+MODES = ("linear", "finetune")
 METRICS = (("mae", "MAE↓", True), ("pearson", "Corr.↑", False), ("direction_accuracy", "Acc.↑", False))
 
 
@@ -70,6 +76,63 @@ def pooled(results: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
+RUN_FOLDER = re.compile(r"(?P<dataset>[a-z]+)-(?P<align>[a-z]+)-(?P<slug>.+)-(?P<mode>linear|finetune)-s(?P<seed>\d+)")
+
+
+def row_names(out: Path, inits: dict[str, str]) -> dict[str, str]:
+    """Run-folder slug -> row name, in row order: the previous table's rows first, so that an invocation naming fewer
+    or other checkpoints does not reshuffle them, then this invocation's; this invocation's names win (a rename)."""
+    previous = out / "summary.json"
+    names = {_slug(r["method"]): r["method"]
+             for r in (json.loads(previous.read_text())["records"] if previous.is_file() else [])}
+    names.update({_slug(method): method for method in inits})
+    return names
+
+
+def finished_records(out: Path, names: dict[str, str]) -> list[dict]:
+    """One record per (dataset, align, mode, init) over every finished run under ``out/runs``, whoever started it."""
+    groups: dict[tuple, dict[int, Path]] = {}
+    for results_file in (out / "runs").glob("*/results.json"):  # written after the last fold: the run is finished
+        match = RUN_FOLDER.fullmatch(results_file.parent.name)
+        if match and match["dataset"] in DATASETS:
+            key = (match["dataset"], match["align"], match["mode"], match["slug"])
+            groups.setdefault(key, {})[int(match["seed"])] = results_file.parent
+    records = []
+    for (ds, align, mode, slug), runs in groups.items():
+        task, _, folds, what = DATASETS[ds]
+        seeds = sorted(runs)
+        results = [json.loads((runs[seed] / "results.json").read_text()) for seed in seeds]
+        no_change = None
+        for seed in seeds:  # the same pairs in every run
+            if (runs[seed] / "predictions.csv").is_file():
+                with open(runs[seed] / "predictions.csv", encoding="utf-8") as f:
+                    no_change = float(np.mean([abs(float(row["label"])) for row in csv.DictReader(f)]))
+                break
+        init = results[0]["init"]
+        records.append({
+            "dataset": ds, "task": task, "what": what, "align": align, "actual_align": results[0]["settings"]["align"],
+            "mode": mode, "method": names.get(slug, results[0]["method"]), "init": init, "seeds": seeds,
+            "deterministic_over_seeds": mode == "linear" and init != "scratch", "folds": folds,
+            "no_change_mae": no_change, "num_pairs": results[0]["data"]["num_pairs"],
+            "num_images": results[0]["data"]["num_images"],
+            "landmark_sources": (results[0]["data"]["build_report"] or {}).get("landmark_sources"),
+            "aggregate": pooled(results), "seconds": sum(r["seconds"] for r in results),
+            "selection": [f.get("selection") for r in results for f in r["folds"]],
+        })
+    order = list(names)
+
+    def rank(r: dict) -> tuple:
+        # The job order of main(): the main table (linear, then fine-tuning), then the alignment rows; within a job
+        # scratch, the checkpoints, FaceCycle (a row unnamed anywhere goes last of its kind, by name).
+        kind = 0 if r["init"] == "scratch" else 2 if r["init"].startswith("facecycle:") else 1
+        slug = _slug(r["method"])
+        return (list(DATASETS).index(r["dataset"]), r["align"] != "auto", MODES.index(r["mode"]),
+                ALIGN_MODES.index(r["align"]) if r["align"] in ALIGN_MODES else len(ALIGN_MODES), r["align"],
+                kind, order.index(slug) if slug in order else len(order), r["method"])
+
+    return sorted(records, key=rank)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", action="append", default=None,
@@ -82,18 +145,22 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="linear evaluation seeds")
     parser.add_argument("--finetune_seeds", default="0")
     parser.add_argument("--max_grad_norm", type=float, default=None, help="fine-tuning gradient clipping (default off)")
+    parser.add_argument("--head_init", default="pretrained", choices=HEAD_INITS,
+                        help="fine-tuning's head start: the init's own, or the ridge head (LP-FT); run names do not "
+                             "record it, so give each choice its own --out")
     parser.add_argument("--finetune_epochs", type=int, default=3, help="maximum epochs (early stopping may end sooner)")
     parser.add_argument("--finetune_inits", default="all", help="'all' or a comma list of init names to fine-tune")
     parser.add_argument("--methods", default="all",
                         help="'all' or a comma list of row names to run (e.g. to run inits in separate processes; "
-                             "a final run with 'all' reuses every finished run and writes the whole table)")
+                             "every invocation writes the whole table from every finished run)")
     parser.add_argument("--pairs_per_subject", default="fgnet=10,jaffe=20")
     parser.add_argument("--fgnet_align", default="detector,none",
                         help="linear alignment rows (issue 11) besides auto (= FG-NET's own landmarks when every image "
                              "has its .pts; add 'landmarks' to run it separately)")
     parser.add_argument("--jaffe_align", default="detector,none")
     parser.add_argument("--table_only", action="store_true",
-                        help="write the table from finished runs only (start nothing; unfinished rows are left out)")
+                        help="start nothing: rebuild the table from every finished run under --out (the selection "
+                             "options are ignored; unfinished runs are left out)")
     parser.add_argument("--cache_dir", default="/tmp/comface_realface_cache", help="datasets cache (outside the repo)")
     parser.add_argument("--out", default="benchmarks/results/realface")
     args = parser.parse_args()
@@ -134,56 +201,34 @@ def main() -> None:
             if align:
                 jobs.append((ds, align, "linear"))
 
-    records, data_cache = [], {}
-    for ds, align, mode in jobs:
-        task, _, folds, what = DATASETS[ds]
-        key = (ds, align)
-        if key not in data_cache and args.table_only:
-            data_cache[key] = type("Data", (), {"align": align})()
-        if key not in data_cache:
-            t0 = time.perf_counter()
-            data_cache[key] = load_task_dataset(task, folders[ds], image_size=image_size, cache_dir=args.cache_dir,
-                                                align=align)
-            accelerator.print(f"{ds} align={align}: {data_cache[key].summary()} ({time.perf_counter() - t0:.0f} s)")
-        data = data_cache[key]
+    data_cache = {}
+    for ds, align, mode in [] if args.table_only else jobs:
+        task, _, folds, _ = DATASETS[ds]
         for method, init in inits.items():
             if mode == "finetune" and method not in finetune_inits:
                 continue
             if args.methods != "all" and method not in args.methods.split(","):
                 continue
-            run_seeds = finetune_seeds if mode == "finetune" else (seeds if init == "scratch" else seeds[:1])
-            results, no_change = [], None
-            for seed in run_seeds:
+            for seed in finetune_seeds if mode == "finetune" else (seeds if init == "scratch" else seeds[:1]):
                 run_dir = out / "runs" / f"{ds}-{align}-{_slug(method)}-{mode}-s{seed}"
-                if not (run_dir / "results.json").is_file():
-                    if args.table_only:
-                        continue
-                    settings = TransferSettings(seed=seed, epochs=args.finetune_epochs if mode == "finetune" else None,
-                                                max_grad_norm=args.max_grad_norm)
-                    accelerator.print(f"\n=== {ds} | align {align} | {method} | {mode} | seed {seed} ===")
-                    result = run_protocol(
-                        task, init, mode, data=data, output_dir=str(run_dir), folds=folds,
-                        pairs_per_subject=pairs_per_subject[ds], image_size=image_size if init == "scratch" else None,
-                        backbone=backbone, settings=settings, method=method, accelerator=accelerator,
-                    )
-                    accelerator.print(f"    {result['seconds']:.0f} s")
-                results.append(json.loads((run_dir / "results.json").read_text()))
-                if no_change is None and (run_dir / "predictions.csv").is_file():  # the same pairs in every run
-                    with open(run_dir / "predictions.csv", encoding="utf-8") as f:
-                        no_change = float(np.mean([abs(float(row["label"])) for row in csv.DictReader(f)]))
-            if not results:
-                continue
-            run_seeds = run_seeds[: len(results)] if args.table_only else run_seeds
-            deterministic = mode == "linear" and init != "scratch"
-            records.append({
-                "dataset": ds, "task": task, "what": what, "align": align, "actual_align": data.align,
-                "mode": mode, "method": method, "init": init, "seeds": run_seeds,
-                "deterministic_over_seeds": deterministic, "folds": folds, "no_change_mae": no_change,
-                "num_pairs": results[0]["data"]["num_pairs"], "num_images": results[0]["data"]["num_images"],
-                "landmark_sources": (results[0]["data"]["build_report"] or {}).get("landmark_sources"),
-                "aggregate": pooled(results), "seconds": sum(r["seconds"] for r in results),
-                "selection": [f.get("selection") for r in results for f in r["folds"]],
-            })
+                if (run_dir / "results.json").is_file():
+                    continue
+                if (ds, align) not in data_cache:  # loaded on first need: a resumed command may need none
+                    t0 = time.perf_counter()
+                    data_cache[ds, align] = load_task_dataset(task, folders[ds], image_size=image_size,
+                                                              cache_dir=args.cache_dir, align=align)
+                    accelerator.print(f"{ds} align={align}: {data_cache[ds, align].summary()} "
+                                      f"({time.perf_counter() - t0:.0f} s)")
+                settings = TransferSettings(seed=seed, epochs=args.finetune_epochs if mode == "finetune" else None,
+                                            max_grad_norm=args.max_grad_norm, head_init=args.head_init)
+                accelerator.print(f"\n=== {ds} | align {align} | {method} | {mode} | seed {seed} ===")
+                result = run_protocol(
+                    task, init, mode, data=data_cache[ds, align], output_dir=str(run_dir), folds=folds,
+                    pairs_per_subject=pairs_per_subject[ds], image_size=image_size if init == "scratch" else None,
+                    backbone=backbone, settings=settings, method=method, accelerator=accelerator,
+                )
+                accelerator.print(f"    {result['seconds']:.0f} s")
+    records = finished_records(out, row_names(out, inits))
     elapsed = time.perf_counter() - started
     summary = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
