@@ -78,6 +78,10 @@ DEFAULT_TIMM_IMAGE_SIZE = 224
 #: Linear-head solvers (``--linear_solver``): the exact ridge head on cached features (default), or the paper's
 #: gradient-trained head (Adam on MSE, Sec. 4.2).
 LINEAR_SOLVERS: tuple[str, ...] = ("closed_form", "sgd")
+#: Where fine-tuning's head l starts (``--head_init``): the init's own head (the pretrained l, or a fresh one for
+#: scratch), or the exact ridge head on the init's frozen features, i.e. linear probing then fine-tuning (LP-FT; Kumar
+#: et al., ICLR 2022: a head fitted first keeps the early, large gradients of a poor head from distorting f).
+HEAD_INITS: tuple[str, ...] = ("pretrained", "ridge")
 #: Adam learning rates of the gradient-trained paths (labels standardised, warm-up then cosine decay).
 #: linear (sgd): checked to reach the closed-form optimum's validation MAE on the synthetic tasks; finetune: picked by
 #: benchmarks/finetune_sweep.py on validation MAE (3e-3 of 3e-4 / 1e-3 / 3e-3, best for scratch and for ComFace on
@@ -439,6 +443,8 @@ class TransferSettings:
     max_grad_norm: Optional[float] = None
     # Decode (and align) every image once per run and keep the model-ready tensors in memory.
     cache_images: bool = True
+    head_init: str = "pretrained"  # fine-tuning only: HEAD_INITS
+
 
     def learning_rate(self, mode: str) -> float:
         return float(self.lr if self.lr is not None else DEFAULT_LR[mode])
@@ -453,6 +459,7 @@ class TransferSettings:
         """Clear errors for settings that cannot work together."""
         check_choice("linear_solver", self.linear_solver, LINEAR_SOLVERS)
         check_choice("schedule", self.schedule, ("cosine", "constant"))
+        check_choice("head_init", self.head_init, HEAD_INITS)
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
         if not 0.0 <= self.warmup_fraction < 1.0:
@@ -614,6 +621,31 @@ def _backbone_features(
     return torch.cat(chunks), {row: k for k, row in enumerate(rows)}
 
 
+def _fit_ridge_head(model: nn.Module, images: _RowTensors, image_rows: Sequence[int], split: dict[str, list],
+                    settings: "TransferSettings", device, label_scale: Optional["_LabelScale"] = None):
+    """Solve the exact ridge head on f's frozen features (penalty chosen on ``split["val"]``) and write it into
+    ``model.difference_head.linear``, in ``label_scale``'s units when given (LP-FT's start), else the task's.
+    Returns the probe and the test design ``(features, labels)``."""
+    symmetric = bool(getattr(model.config, "symmetric_change", False))
+    features, row_of = _backbone_features(model, images, image_rows, settings.batch_size, device)
+    feats = features.double().numpy()
+
+    def design(subset):
+        fx = feats[[row_of[p.index_x] for p in subset]]
+        fy = feats[[row_of[p.index_y] for p in subset]]
+        return pair_features(fx, fy, symmetric), np.array([p.label for p in subset], dtype=np.float64)
+
+    (train_x, train_y), (val_x, val_y), test = (design(split[k]) for k in ("train", "val", "test"))
+    probe = fit_ridge_probe(train_x, train_y, val_x, val_y, symmetric=symmetric, log10_grid=settings.ridge_log10_grid)
+    scale = label_scale or _LabelScale()
+    head = model.difference_head.linear
+    with torch.no_grad():
+        # The symmetric head predicts w.(h_y - h_x)/2 and the probe's features are (h_y - h_x)/2: same w.
+        head.weight.copy_(torch.from_numpy(probe.coef / scale.std).to(head.weight.dtype).view_as(head.weight))
+        head.bias.fill_((probe.intercept - scale.mean) / scale.std)
+    return probe, test
+
+
 @dataclass
 class _LabelScale:
     """Training-label standardisation: the model learns (label - mean) / std; predictions are mapped back."""
@@ -749,21 +781,7 @@ def run_fold(
     symmetric = bool(getattr(spec.model.config, "symmetric_change", False))
 
     if settings.uses_closed_form(mode):
-        features, row_of = _backbone_features(spec.model, images, image_rows, settings.batch_size, accelerator.device)
-        feats = features.double().numpy()
-
-        def design(subset):
-            fx = feats[[row_of[p.index_x] for p in subset]]
-            fy = feats[[row_of[p.index_y] for p in subset]]
-            return pair_features(fx, fy, symmetric), np.array([p.label for p in subset], dtype=np.float64)
-
-        (train_x, train_y), (val_x, val_y), (test_x, test_y) = (design(split[k]) for k in ("train", "val", "test"))
-        probe = fit_ridge_probe(train_x, train_y, val_x, val_y, symmetric=symmetric, log10_grid=settings.ridge_log10_grid)
-        head = spec.model.difference_head.linear
-        with torch.no_grad():
-            # The symmetric head predicts w.(h_y - h_x)/2 and the probe's features are (h_y - h_x)/2: same w.
-            head.weight.copy_(torch.from_numpy(probe.coef).to(head.weight.dtype).view_as(head.weight))
-            head.bias.fill_(probe.intercept)
+        probe, (test_x, test_y) = _fit_ridge_head(spec.model, images, image_rows, split, settings, accelerator.device)
         pred = probe.predict(test_x)
         index = np.array([index_of[p] for p in split["test"]])
         metrics = compute_change_metrics(pred, test_y, metrics_modules)
@@ -773,7 +791,7 @@ def run_fold(
             predictions=[(int(i), float(p), float(t)) for i, p, t in zip(index, pred, test_y)],
             model=result_model, seconds=time.perf_counter() - start,
             num_pairs={name: len(subset) for name, subset in split.items()},
-            selection={"solver": "closed_form", "alpha": probe.alpha, "alpha_over_n_train": probe.alpha / len(train_x),
+            selection={"solver": "closed_form", "alpha": probe.alpha, "alpha_over_n_train": probe.alpha / len(split["train"]),
                        "val_mae": float(probe.val_mae[probe.selected_index])},
         )
 
@@ -793,6 +811,8 @@ def run_fold(
         for name, subset in split.items()
     }
     label_scale = _LabelScale.fit([p.label for p in split["train"]], settings.standardize_labels, symmetric)
+    if mode == "finetune" and settings.head_init == "ridge":
+        _fit_ridge_head(spec.model, images, image_rows, split, settings, accelerator.device, label_scale)
     epochs = settings.num_epochs(mode)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=settings.learning_rate(mode), weight_decay=settings.weight_decay)
@@ -1091,6 +1111,7 @@ __all__ = [
     "ChangeModelSpec",
     "DEFAULT_EPOCHS",
     "DEFAULT_LR",
+    "HEAD_INITS",
     "LINEAR_SOLVERS",
     "FoldResult",
     "INIT_FORMS",

@@ -36,6 +36,7 @@ from comface_hf.transfer import (  # noqa: E402
     DEFAULT_EPOCHS,
     DEFAULT_LR,
     INIT_FORMS,
+    HEAD_INITS,
     LINEAR_SOLVERS,
     MODES,
     TASKS,
@@ -83,6 +84,11 @@ class TransferArguments:
     standardize_labels: bool = field(default=True, metadata={"help": "Train on (label - mean) / std (gradient paths)."})
     max_grad_norm: Optional[float] = field(default=None, metadata={"help": "Clip the gradient norm to this (gradient "
                                            "paths; default: no clipping)."})
+    head_init: str = field(
+        default="pretrained",
+        metadata={"help": f"{' or '.join(HEAD_INITS)}: fine-tuning starts from the init's head l, or from the exact "
+                          "ridge head on the init's frozen features (linear probing, then fine-tuning: LP-FT)."},
+    )
     weight_decay: float = 0.0
     image_size: Optional[int] = field(
         default=None, metadata={"help": "Input size; a pretrained init fixes it (default: the init's, 64 for scratch)."}
@@ -108,6 +114,7 @@ def main() -> None:
     check_choice("mode", args.mode, MODES)
     check_choice("linear_solver", args.linear_solver, LINEAR_SOLVERS)
     check_choice("align", args.align, ALIGN_MODES)
+    check_choice("head_init", args.head_init, HEAD_INITS)
     init_name = Path(args.init.rstrip("/")).name.replace(":", "-") or "init"
     output_dir = args.output_dir or f"outputs/transfer/{args.task}-{init_name}-{args.mode}"
 
@@ -117,6 +124,7 @@ def main() -> None:
         augment=args.augment, num_workers=args.num_workers, linear_solver=args.linear_solver,
         warmup_fraction=args.warmup_fraction, schedule=args.schedule, patience=args.patience,
         standardize_labels=args.standardize_labels, max_grad_norm=args.max_grad_norm,
+        head_init=args.head_init,
     )
     settings.check()
     data_kwargs = {"cache_dir": args.cache_dir}
