@@ -9,18 +9,27 @@ every image, so the two images of a synthetic pair are two different "photos" of
 * optical blur (a Gaussian of random width) and sensor grain (Gaussian noise, luminance plus a little chroma),
 * greyscale (black-and-white film, as in a part of FG-NET and all of JAFFE),
 * a faded-scan look (lifted blacks, lower contrast, a yellow-brown cast),
-* JPEG compression at a random quality (through Pillow, per image).
+* JPEG compression at a random quality.
 
 ``strength`` scales every effect's range (0: identity); its default is measured, not guessed:
 ``benchmarks/photographic_strength.py`` matches the within-pair spread of simple image statistics (brightness,
 contrast, colourfulness, sharpness) between synthetic pairs and real FG-NET / JAFFE development pairs (BENCHMARKS.md).
 
-Draws come from a CPU ``torch.Generator`` (deterministic per seed, device-independent), as in :mod:`.augment`.
+Every capture parameter is drawn from a CPU ``torch.Generator`` (deterministic per seed, device-independent), as
+in :mod:`.augment`. The pixel work runs where the images are, so that on a GPU the capture does not stall the training
+step on host copies: the grain noise comes from a generator on the images' device seeded with a drawn ``noise_seed``
+(on CPU the same numbers as ever; on CUDA other numbers from the same seed), and JPEG goes through
+``jpeg_backend``: ``"auto"`` uses torchvision's nvJPEG encoder/decoder on CUDA (one encode call per quality, one
+batched decode) and Pillow on CPU, whose output the CPU tests pin bit for bit. (torchvision's CPU JPEG gave the same
+bytes as Pillow with torchvision 0.29 and Pillow 13, but each wheel bundles its own libjpeg, so nothing keeps them
+equal. nvJPEG encodes chroma at full resolution (4:4:4) where Pillow subsamples it (4:2:0), so JPEG on CUDA is a
+slightly milder artifact.)
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +38,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .augment import _uniform
+
+#: ``photographic(jpeg_backend=...)`` values: ``"auto"`` is torchvision on CUDA, Pillow elsewhere.
+JPEG_BACKENDS = ("auto", "pillow", "torchvision")
 
 #: The strength the pretraining ``--photographic`` flag uses (measured: benchmarks/photographic_strength.py).
 DEFAULT_STRENGTH = 1.0
@@ -66,18 +78,34 @@ def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return y.view(n, c, h, w)
 
 
-def _jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
-    arr = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    out = np.asarray(Image.open(buf).convert("RGB"))
-    return torch.from_numpy(out.copy()).permute(2, 0, 1).to(image.device, image.dtype) / 255.0
+def _jpeg_pillow(images: torch.Tensor, quality: Sequence[int]) -> torch.Tensor:
+    """JPEG round trip of uint8 ``[K, 3, H, W]`` images through Pillow, one image at a time on the CPU."""
+    out = []
+    for image, q in zip(images.cpu(), quality):
+        buf = io.BytesIO()
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=int(q))
+        buf.seek(0)
+        out.append(torch.from_numpy(np.asarray(Image.open(buf).convert("RGB")).copy()).permute(2, 0, 1))
+    return torch.stack(out).to(images.device)
+
+
+def _jpeg_torchvision(images: torch.Tensor, quality: Sequence[int]) -> torch.Tensor:
+    """JPEG round trip of uint8 ``[K, 3, H, W]`` images through torchvision, on the images' device (nvJPEG on CUDA)."""
+    from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
+    encoded: dict[int, torch.Tensor] = {}
+    for q in sorted(set(quality)):  # encode_jpeg takes one quality per call, so one batch per quality
+        which = [i for i, qi in enumerate(quality) if qi == q]
+        encoded.update(zip(which, encode_jpeg([images[i] for i in which], quality=int(q))))
+    ordered = [encoded[i] for i in range(len(quality))]
+    # decode_jpeg reads the bytes from the CPU (wherever it decodes): one small copy for the whole batch.
+    data = torch.cat(ordered).cpu().split([len(e) for e in ordered])
+    return torch.stack(decode_jpeg(list(data), mode=ImageReadMode.RGB, device=images.device))
 
 
 def photographic(
     images: torch.Tensor, generator: torch.Generator, strength: float = DEFAULT_STRENGTH,
-    ranges: CaptureRanges = CaptureRanges(),
+    ranges: CaptureRanges = CaptureRanges(), jpeg_backend: str = "auto",
 ) -> torch.Tensor:
     """One random capture of each image.
 
@@ -85,6 +113,9 @@ def photographic(
         images: ``[N, 3, H, W]`` in ``[0, 1]`` on any device.
         generator: CPU ``torch.Generator`` all draws come from.
         strength: scales every effect (0 returns the images unchanged; 1 is the measured default).
+        ranges: the effects' ranges at strength 1.
+        jpeg_backend: one of :data:`JPEG_BACKENDS`: ``"auto"`` (torchvision on CUDA, Pillow elsewhere), ``"pillow"``
+            or ``"torchvision"`` (which images get JPEG, and at which quality, is the same draw for all three).
 
     Returns:
         ``[N, 3, H, W]`` in ``[0, 1]``, same device and dtype.
@@ -93,6 +124,8 @@ def photographic(
         raise ValueError(f"photographic strength must be a finite number >= 0, got {strength}")
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"photographic() takes [N, 3, H, W] images, got shape {tuple(images.shape)}")
+    if jpeg_backend not in JPEG_BACKENDS:
+        raise ValueError(f"photographic jpeg_backend must be one of {JPEG_BACKENDS}, got {jpeg_backend!r}")
     n, _, h, _ = images.shape
     if n == 0 or strength == 0:
         return images
@@ -125,13 +158,22 @@ def photographic(
     tint = torch.tensor([1.0, 0.9, 0.72], device=dev, dtype=images.dtype).view(1, 3, 1, 1)
     f = v(fade_amount * faded.float())
     x = x + f * ((0.18 + 0.62 * x) * tint - x)
-    g = torch.Generator(device="cpu").manual_seed(noise_seed)
-    noise = torch.randn(n, 1, h, images.shape[-1], generator=g) + 0.3 * torch.randn(n, 3, h, images.shape[-1], generator=g)
+    # Noise is drawn on the images' device so a GPU batch needs no host-to-device copy of N x 4 x H x W floats. The
+    # CUDA branch only swaps the generator's device (it is not run by the CPU-only tests); the CPU branch is the
+    # original draw, so CPU pixels stay as they were.
+    noise_device = dev if dev.type == "cuda" else torch.device("cpu")
+    g = torch.Generator(device=noise_device).manual_seed(noise_seed)
+    w = images.shape[-1]
+    noise = (torch.randn(n, 1, h, w, generator=g, device=noise_device)
+             + 0.3 * torch.randn(n, 3, h, w, generator=g, device=noise_device))
     x = (x + v(grain) * noise.to(dev, images.dtype)).clamp(0.0, 1.0)
     if bool(jpeg.any()):
-        x = x.clone()
-        for i in torch.nonzero(jpeg).view(-1).tolist():
-            x[i] = _jpeg(x[i], int(quality[i]))
+        which = torch.nonzero(jpeg).view(-1)
+        use_torchvision = jpeg_backend == "torchvision" or (jpeg_backend == "auto" and dev.type == "cuda")
+        round_trip = _jpeg_torchvision if use_torchvision else _jpeg_pillow
+        rows = which.to(dev)  # x is this function's own tensor (from clamp), so writing into it touches no input
+        compressed = round_trip((x[rows].clamp(0, 1) * 255).round().byte(), quality[which].int().tolist())
+        x[rows] = compressed.to(images.dtype) / 255.0
     return x
 
 
@@ -145,4 +187,4 @@ def image_statistics(images: torch.Tensor) -> dict[str, torch.Tensor]:
             "sharpness": lap.mean((1, 2))}
 
 
-__all__ = ["CaptureRanges", "DEFAULT_STRENGTH", "image_statistics", "photographic"]
+__all__ = ["CaptureRanges", "DEFAULT_STRENGTH", "JPEG_BACKENDS", "image_statistics", "photographic"]
