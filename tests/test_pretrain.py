@@ -193,3 +193,21 @@ def test_compiled_generator_trains_identically(tmp_path):
         assert "rendering eagerly" not in result.stderr  # compilation did not fall back
         histories.append([entry["loss"] for entry in json.loads((out / "metrics.json").read_text())["history"]])
     assert len(histories[0]) == 3 and histories[0] == histories[1]
+
+
+def test_profile_steps_writes_where_a_step_spends_its_time(tmp_path):
+    """--profile_steps N: after one warm-up step, N steps profiled by stage (data made in this process with
+    --num_workers 0), the top operators and a Chrome trace; a window that would reach validation is refused."""
+    out = tmp_path / "profiled"
+    short = TINY + ["--num_epochs", "1", "--num_workers", "0", "--photographic", "1.0"]
+    result = run_direct(short + ["--output_dir", str(out), "--profile_steps", "2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (out / "profile" / "stages.md").read_text()
+    rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in table.splitlines() if line.startswith("| ") and "ms" not in line}
+    assert list(rows) == ["draw_pairs", "render", "capture", "augment", "to_model_input", "model_step"], table
+    assert all(float(cells[0]) > 0 and int(cells[2]) == 2 for cells in rows.values()), table  # 2 calls: the 2 steps
+    assert float(rows["model_step"][0]) > float(rows["draw_pairs"][0])
+    assert "aten::" in (out / "profile" / "ops.txt").read_text()
+    assert json.loads((out / "profile" / "trace.json").read_text())["traceEvents"]
+    result = run_direct(short + ["--output_dir", str(tmp_path / "too-long"), "--profile_steps", "4"])
+    assert result.returncode != 0 and "--profile_steps 4 needs 5 steps" in result.stderr, result.stderr[-2000:]

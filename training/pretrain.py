@@ -13,6 +13,7 @@ schedule -> resume -> training loop (curriculum, augmentation, losses, checkpoin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -28,7 +29,7 @@ from typing import Optional
 import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.utils import set_seed
+from accelerate.utils import ProfileKwargs, set_seed
 from scipy.stats import pearsonr
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
@@ -41,6 +42,7 @@ from comface_hf.pairs import CorpusPairSampler, Curriculum, StreamingPairSampler
 from comface_hf.errors import ComFaceInputError, run_cli  # noqa: E402
 from comface_hf.synthesis import DEFAULT_RENDERER_VERSION  # noqa: E402
 from training.checkpointing import atomic_directory, find_checkpoint, list_checkpoints, prune_checkpoints  # noqa: E402
+from training.profiling import stage, write_profile  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -123,6 +125,9 @@ class PretrainArguments:
     push_to_hub: bool = False
     hub_model_id: Optional[str] = None
     debug_dump_dir: Optional[str] = field(default=None, metadata={"help": "Tests: per-process pairs and weights."})
+    profile_steps: int = field(default=0, metadata={"help": "Profile this many optimiser steps after one warm-up step "
+                               "and write <output_dir>/profile/ (time per step in each stage, top operators, Chrome "
+                               "trace; training/profiling.py). 0: off."})
 
 
 # Renderer 1.1.0's attributes whose +-5 edit changes the mean pixel value by at least ~0.9% at 64 px (mean
@@ -196,6 +201,8 @@ def parse_arguments(argv: Optional[list[str]] = None) -> PretrainArguments:
                           ("data_source", ("stream", "corpus")), ("method", ("comface", "facecycle"))):
         if getattr(args, name) not in allowed:
             parser.error(f"--{name} must be one of {', '.join(allowed)}, got {getattr(args, name)!r}")
+    if args.profile_steps < 0:
+        parser.error(f"--profile_steps must be >= 0 (0: no profile), got {args.profile_steps}")
     if not args.craniofacial_growth and args.renderer_version == "1.1.0":
         parser.error("--craniofacial_growth False needs renderer 2 (renderer 1.1.0 has no growth to switch off); "
                      "drop it or pick --renderer_version 2.1.0")
@@ -227,18 +234,21 @@ class StreamingPairs:
         self.sampler = StreamingPairSampler(identities, len(self.attributes), grid, seed=args.seed)
 
     def batch(self, epoch: int, start: int, count: int, s: float) -> dict[str, torch.Tensor]:
-        drawn = self.sampler.draw(epoch, start, count, s)
-        identity = torch.from_numpy(drawn["identity"])
-        attribute = torch.from_numpy(self.attributes[drawn["attribute"]])
-        alpha_x, alpha_y = torch.from_numpy(drawn["alpha_x"]), torch.from_numpy(drawn["alpha_y"])
-        images = self.generator.render(torch.cat([identity, identity]), torch.cat([attribute, attribute]),
-                                       torch.cat([alpha_x, alpha_y]))
+        with stage("draw_pairs"):
+            drawn = self.sampler.draw(epoch, start, count, s)
+            identity = torch.from_numpy(drawn["identity"])
+            attribute = torch.from_numpy(self.attributes[drawn["attribute"]])
+            alpha_x, alpha_y = torch.from_numpy(drawn["alpha_x"]), torch.from_numpy(drawn["alpha_y"])
+        with stage("render"):
+            images = self.generator.render(torch.cat([identity, identity]), torch.cat([attribute, attribute]),
+                                           torch.cat([alpha_x, alpha_y]))
         if self.photographic > 0:  # each image of a pair is its own photo: capture drawn per (seed, epoch, index)
             from comface_hf.photographic import photographic
 
             state = np.random.SeedSequence([self.seed, epoch + 1, start, 0x9407]).generate_state(2, np.uint32)
             g = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
-            images = photographic(images, g, self.photographic)
+            with stage("capture"):
+                images = photographic(images, g, self.photographic)
         x, y = images.chunk(2)
         return {"x": x, "y": y, "alpha_x": alpha_x, "alpha_y": alpha_y, "identity": identity, "attribute": attribute}
 
@@ -440,8 +450,9 @@ class EpochBatches(torch.utils.data.Dataset):
         micro, b = self.micro_steps[k], self.args.per_device_batch_size
         batch = self.source.batch(self.epoch, (micro * self.world + self.rank) * b, b, self.s)
         x, y = batch.pop("x").to(self.device), batch.pop("y").to(self.device)
-        views = [augment_batch(img, step_generator(self.args.seed, self.epoch, micro, self.rank, v))
-                 for v, img in enumerate((x, x, y))]
+        with stage("augment"):
+            views = [augment_batch(img, step_generator(self.args.seed, self.epoch, micro, self.rank, v))
+                     for v, img in enumerate((x, x, y))]
         return {"x1": views[0], "x2": views[1], "y": views[2], "micro": micro, **batch}
 
 
@@ -638,6 +649,27 @@ def main(argv: Optional[list[str]] = None) -> Path:
 
     debug = {"pairs": [], "rank": accelerator.process_index}
     nan_step = int(os.environ.get("COMFACE_DEBUG_NAN_AT_STEP", "-1"))  # tests: exercise the NaN stop
+    # --profile_steps: one warm-up step, then N recorded steps, all inside the first epoch (validation renders too).
+    profiling = contextlib.ExitStack()
+    profiler = None
+    if args.profile_steps:
+        left = min(steps_per_epoch - start_micro // accumulation, total_steps - global_step)
+        if args.profile_steps + 1 > left:
+            raise ValueError(f"--profile_steps {args.profile_steps} needs {args.profile_steps + 1} steps before the "
+                             f"first validation of this run, and it has {left}; lower --profile_steps or raise "
+                             "--samples_per_epoch.")
+        activities = ["cpu", "cuda"] if accelerator.device.type == "cuda" else ["cpu"]
+
+        def on_trace_ready(prof) -> None:
+            if accelerator.is_main_process:
+                path = write_profile(prof, output_dir / "profile", args.profile_steps, accelerator.device,
+                                     f"preset {args.preset}, {args.backbone} at {args.image_size} px, global batch "
+                                     f"{args.global_batch_size}, photographic {args.photographic}")
+                accelerator.print(f"Profile of {args.profile_steps} steps: {path}\n{path.read_text()}")
+
+        profiler = profiling.enter_context(accelerator.profile(ProfileKwargs(
+            activities=activities, schedule_option={"wait": 0, "warmup": 1, "active": args.profile_steps, "repeat": 1},
+            on_trace_ready=on_trace_ready)))
     progress = tqdm(total=total_steps, initial=global_step, disable=not accelerator.is_local_main_process,
                     desc="pretrain", unit="step")
     metrics: dict[str, float] = {}
@@ -655,13 +687,14 @@ def main(argv: Optional[list[str]] = None) -> Path:
         t0 = time.perf_counter()
         for batch in batches:
             micro = batch["micro"]
-            x1, x2, yv = (to_model_input(batch[k].to(accelerator.device), processor) for k in ("x1", "x2", "y"))
-            if args.channels_last:
-                x1, x2, yv = (v.contiguous(memory_format=torch.channels_last) for v in (x1, x2, yv))
+            with stage("to_model_input"):
+                x1, x2, yv = (to_model_input(batch[k].to(accelerator.device), processor) for k in ("x1", "x2", "y"))
+                if args.channels_last:
+                    x1, x2, yv = (v.contiguous(memory_format=torch.channels_last) for v in (x1, x2, yv))
             t1 = time.perf_counter()
             if args.debug_dump_dir and len(debug["pairs"]) < 4:
                 debug["pairs"].append([batch["identity"].tolist(), batch["alpha_x"].tolist(), batch["alpha_y"].tolist()])
-            with accelerator.accumulate(model):
+            with accelerator.accumulate(model), stage("model_step"):
                 with accelerator.autocast():
                     if args.method == "facecycle":
                         out = model(x1, yv)
@@ -697,6 +730,8 @@ def main(argv: Optional[list[str]] = None) -> Path:
                 continue
             scheduler.step()
             global_step += 1
+            if profiler is not None:
+                profiler.step()
             progress.update(1)
             if global_step % args.logging_steps == 0 or global_step == total_steps:
                 elapsed = time.perf_counter() - window_start
@@ -729,6 +764,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
         accelerator.print(f"epoch {epoch}: S={s:.2f} " + " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("val_")))
         save_checkpoint(epoch + 1, 0)
     progress.close()
+    profiling.close()
     sync_buffers(model, accelerator)
     if not any(k.startswith("val_") for k in metrics):
         metrics.update(validate(model, val_source, args, accelerator, processor, s_max))
