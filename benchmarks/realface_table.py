@@ -148,6 +148,8 @@ def main() -> None:
     parser.add_argument("--head_init", default="pretrained", choices=HEAD_INITS,
                         help="fine-tuning's head start: the init's own, or the ridge head (LP-FT); run names do not "
                              "record it, so give each choice its own --out")
+    parser.add_argument("--encoder_lr_scale", type=float, default=1.0,
+                        help="fine-tuning: encoder lr = lr x this (head: lr); run names do not record it either")
     parser.add_argument("--finetune_epochs", type=int, default=3, help="maximum epochs (early stopping may end sooner)")
     parser.add_argument("--finetune_inits", default="all", help="'all' or a comma list of init names to fine-tune")
     parser.add_argument("--methods", default="all",
@@ -220,7 +222,8 @@ def main() -> None:
                     accelerator.print(f"{ds} align={align}: {data_cache[ds, align].summary()} "
                                       f"({time.perf_counter() - t0:.0f} s)")
                 settings = TransferSettings(seed=seed, epochs=args.finetune_epochs if mode == "finetune" else None,
-                                            max_grad_norm=args.max_grad_norm, head_init=args.head_init)
+                                            max_grad_norm=args.max_grad_norm, head_init=args.head_init,
+                                            encoder_lr_scale=args.encoder_lr_scale)
                 accelerator.print(f"\n=== {ds} | align {align} | {method} | {mode} | seed {seed} ===")
                 result = run_protocol(
                     task, init, mode, data=data_cache[ds, align], output_dir=str(run_dir), folds=folds,

@@ -444,6 +444,8 @@ class TransferSettings:
     # Decode (and align) every image once per run and keep the model-ready tensors in memory.
     cache_images: bool = True
     head_init: str = "pretrained"  # fine-tuning only: HEAD_INITS
+    # Fine-tuning only: the encoder f learns at lr * this, the head l at lr (discriminative learning rates; 1: one lr).
+    encoder_lr_scale: float = 1.0
 
 
     def learning_rate(self, mode: str) -> float:
@@ -464,6 +466,8 @@ class TransferSettings:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}.")
+        if not (self.encoder_lr_scale >= 0 and math.isfinite(self.encoder_lr_scale)):
+            raise ValueError(f"encoder_lr_scale must be a finite number >= 0, got {self.encoder_lr_scale}.")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0 (or None for no clipping), got {self.max_grad_norm}.")
         if self.augment and self.linear_solver == "closed_form":
@@ -815,7 +819,11 @@ def run_fold(
         _fit_ridge_head(spec.model, images, image_rows, split, settings, accelerator.device, label_scale)
     epochs = settings.num_epochs(mode)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=settings.learning_rate(mode), weight_decay=settings.weight_decay)
+    lr = settings.learning_rate(mode)
+    head = {id(p) for p in model.difference_head.parameters()}
+    groups = [{"params": [p for p in trainable if id(p) in head], "lr": lr},
+              {"params": [p for p in trainable if id(p) not in head], "lr": lr * settings.encoder_lr_scale}]
+    optimizer = torch.optim.Adam([g for g in groups if g["params"]], weight_decay=settings.weight_decay)
     steps = epochs * len(loaders["train"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(steps, settings.warmup_fraction, settings.schedule)

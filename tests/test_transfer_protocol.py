@@ -157,6 +157,25 @@ def test_gradient_clipping_bounds_each_step(task, comface_folder, monkeypatch) -
         dataclasses.replace(FAST, max_grad_norm=0.0).check()
 
 
+def test_encoder_lr_scale_sets_the_encoders_learning_rate(task, comface_folder) -> None:
+    """--encoder_lr_scale: the head l learns at lr, the encoder f at lr x scale (0: f stays as transferred)."""
+    import dataclasses
+
+    pairs = sample_task_pairs(task, pairs_per_subject=3)
+    fold = make_folds(pairs, n_folds=2)[0]
+    checkpoint = build_change_model(comface_folder, "finetune").model
+    frozen_f = run_fold(build_change_model(comface_folder, "finetune"), "finetune", task, pairs, fold,
+                        dataclasses.replace(FAST, encoder_lr_scale=0.0))
+    weights = lambda m: {k: v for k, v in _state(m).items() if "running" not in k and "num_batches" not in k}  # noqa: E731
+    assert _same(weights(frozen_f.model.backbone), weights(checkpoint.backbone))  # BN statistics still follow the data
+    assert not _same(_state(frozen_f.model.difference_head), _state(checkpoint.difference_head))
+    moved = run_fold(build_change_model(comface_folder, "finetune"), "finetune", task, pairs, fold,
+                     dataclasses.replace(FAST, encoder_lr_scale=0.1))
+    assert not _same(weights(moved.model.backbone), weights(checkpoint.backbone))
+    with pytest.raises(ValueError, match="encoder_lr_scale must be"):
+        dataclasses.replace(FAST, encoder_lr_scale=-1.0).check()
+
+
 def test_linear_feature_cache_matches_running_the_backbone(task, comface_folder) -> None:
     pairs = sample_task_pairs(task, pairs_per_subject=3)
     fold = make_folds(pairs, n_folds=2)[1]

@@ -89,6 +89,11 @@ class TransferArguments:
         metadata={"help": f"{' or '.join(HEAD_INITS)}: fine-tuning starts from the init's head l, or from the exact "
                           "ridge head on the init's frozen features (linear probing, then fine-tuning: LP-FT)."},
     )
+    encoder_lr_scale: float = field(
+        default=1.0,
+        metadata={"help": "Fine-tuning: the encoder f learns at lr x this, the head l at lr (discriminative learning "
+                          "rates; 1: one learning rate for all)."},
+    )
     weight_decay: float = 0.0
     image_size: Optional[int] = field(
         default=None, metadata={"help": "Input size; a pretrained init fixes it (default: the init's, 64 for scratch)."}
@@ -124,7 +129,7 @@ def main() -> None:
         augment=args.augment, num_workers=args.num_workers, linear_solver=args.linear_solver,
         warmup_fraction=args.warmup_fraction, schedule=args.schedule, patience=args.patience,
         standardize_labels=args.standardize_labels, max_grad_norm=args.max_grad_norm,
-        head_init=args.head_init,
+        head_init=args.head_init, encoder_lr_scale=args.encoder_lr_scale,
     )
     settings.check()
     data_kwargs = {"cache_dir": args.cache_dir}
