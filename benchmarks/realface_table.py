@@ -167,14 +167,20 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/realface")
     args = parser.parse_args()
 
-    checkpoints = {}
-    for item in args.checkpoint or ["ComFace (embedded r1.1)=/work/ckpts/embedded-r1.1"]:
-        name, _, folder = item.partition("=")
-        if not folder or not (Path(folder) / "config.json").is_file():
-            raise SystemExit(f"--checkpoint {item!r}: write 'name=folder' with a ComFace checkpoint folder.")
-        checkpoints[name] = folder
-    first = json.loads((Path(next(iter(checkpoints.values()))) / "config.json").read_text())
-    image_size, backbone = int(first["image_size"]), first["backbone"]
+    recorded = sorted((Path(args.out) / "runs").glob("*/results.json"))
+    if args.table_only and not args.checkpoint and recorded:
+        # Rebuilding needs no checkpoint: the header says what the runs used.
+        settings = json.loads(recorded[0].read_text())["settings"]
+        checkpoints, image_size, backbone = {}, int(settings["image_size"]), settings["backbone"]
+    else:
+        checkpoints = {}
+        for item in args.checkpoint or ["ComFace (embedded r1.1)=/work/ckpts/embedded-r1.1"]:
+            name, _, folder = item.partition("=")
+            if not folder or not (Path(folder) / "config.json").is_file():
+                raise SystemExit(f"--checkpoint {item!r}: write 'name=folder' with a ComFace checkpoint folder.")
+            checkpoints[name] = folder
+        first = json.loads((Path(next(iter(checkpoints.values()))) / "config.json").read_text())
+        image_size, backbone = int(first["image_size"]), first["backbone"]
     inits = {f"Scratch ({backbone})": "scratch", **checkpoints}
     if args.facecycle:
         inits["FaceCycle"] = f"facecycle:{args.facecycle}"

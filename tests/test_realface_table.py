@@ -22,7 +22,7 @@ def _fake_run_protocol(task, init, mode, *, output_dir, folds, settings, method,
     """What run_protocol leaves in its folder: results.json (every fold) and predictions.csv."""
     mae = 1.0 + len(method) / 10 + settings.seed
     results = {
-        "task": task, "init": init, "mode": mode, "method": method, "settings": {"align": data.align},
+        "task": task, "init": init, "mode": mode, "method": method, "settings": {"align": data.align, "image_size": 32, "backbone": "resnet18"},
         "data": {"num_pairs": 40, "num_images": 30, "build_report": None},
         "folds": [{"test": {"mae": mae + k, "pearson": 0.5, "direction_accuracy": 0.75}, "selection": {"alpha": 1.0}}
                   for k in range(folds)],
@@ -91,6 +91,9 @@ def test_an_invocation_keeps_the_rows_of_earlier_ones(table, tmp_path: Path) -> 
     assert table(*common, "--datasets", "jaffe", "--seeds", "0", "--table_only") == []
     assert _rows(out) == both
     assert (out / "table.md").read_text().split("\n")[1:] == text.split("\n")[1:]
+    # ... and needs no checkpoint: the header takes the size and backbone the runs recorded.
+    assert table("--table_only") == [] and _rows(out) == both
+    assert "resnet18 at 32 px" in (out / "table.md").read_text().split("\n")[0]
 
 
 def test_rows_keep_the_previous_order_and_take_this_invocations_names(table, tmp_path: Path) -> None:
