@@ -150,6 +150,8 @@ def main() -> None:
                              "record it, so give each choice its own --out")
     parser.add_argument("--encoder_lr_scale", type=float, default=1.0,
                         help="fine-tuning: encoder lr = lr x this (head: lr); run names do not record it either")
+    parser.add_argument("--finetune_lr", type=float, default=None,
+                        help="fine-tuning peak lr (default: the recipe's); run names do not record it either")
     parser.add_argument("--finetune_epochs", type=int, default=3, help="maximum epochs (early stopping may end sooner)")
     parser.add_argument("--finetune_inits", default="all", help="'all' or a comma list of init names to fine-tune")
     parser.add_argument("--methods", default="all",
@@ -228,6 +230,7 @@ def main() -> None:
                     accelerator.print(f"{ds} align={align}: {data_cache[ds, align].summary()} "
                                       f"({time.perf_counter() - t0:.0f} s)")
                 settings = TransferSettings(seed=seed, epochs=args.finetune_epochs if mode == "finetune" else None,
+                                            lr=args.finetune_lr if mode == "finetune" else None,
                                             max_grad_norm=args.max_grad_norm, head_init=args.head_init,
                                             encoder_lr_scale=args.encoder_lr_scale)
                 accelerator.print(f"\n=== {ds} | align {align} | {method} | {mode} | seed {seed} ===")

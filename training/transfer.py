@@ -87,7 +87,8 @@ class TransferArguments:
     head_init: str = field(
         default="pretrained",
         metadata={"help": f"{' or '.join(HEAD_INITS)}: fine-tuning starts from the init's head l, or from the exact "
-                          "ridge head on the init's frozen features (linear probing, then fine-tuning: LP-FT)."},
+                          "ridge head on the init's frozen features (linear probing, then fine-tuning: LP-FT; for a "
+                          "pretrained init: on random features the ridge weights are huge and fine-tuning diverges)."},
     )
     encoder_lr_scale: float = field(
         default=1.0,
