@@ -447,7 +447,6 @@ class TransferSettings:
     # Fine-tuning only: the encoder f learns at lr * this, the head l at lr (discriminative learning rates; 1: one lr).
     encoder_lr_scale: float = 1.0
 
-
     def learning_rate(self, mode: str) -> float:
         return float(self.lr if self.lr is not None else DEFAULT_LR[mode])
 
