@@ -6,10 +6,12 @@ change within one person is what the task is about). Their mean over subjects, w
 how far apart two rows must be before this dev set can tell them apart.
 
     python benchmarks/realface_subjects.py benchmarks/results/realface_cpuhour_seeds [more result folders]
-        [--runs jaffe-*linear*] [--reference "scratch (resnet18)"]
+        [--runs jaffe-*linear*] [--reference "Scratch (resnet18)"] [--pool "ComFace cpu-hour*"]
 
 ``--reference METHOD``: each other run's per-subject Corr. minus the reference method's on the same dataset (subjects
 paired; the mean over the reference's seeds when it has several), with the same interval.
+``--pool GLOB``: one more row per dataset and mode, the per-subject Corr. averaged over every run whose method matches
+(e.g. a preset's pretraining seeds), with its interval over subjects: the preset's number, not one checkpoint's.
 Metric definitions: the repository's ``evaluate`` modules (``comface_hf.transfer_data.compute_change_metrics``).
 """
 
@@ -62,6 +64,7 @@ def main() -> None:
     p.add_argument("folders", nargs="+", help="realface_table.py --out folders (their runs/*/predictions.csv)")
     p.add_argument("--runs", default="*", help="glob on run folder names, e.g. 'jaffe-*linear*'")
     p.add_argument("--reference", default=None, help="method name to pair every other run against")
+    p.add_argument("--pool", default=None, help="glob on method names: their per-subject Corr. averaged, as one row")
     a = p.parse_args()
     metrics = load_change_metrics()
     runs = []  # (dataset, mode, method, seed, protocol Corr., {subject: r})
@@ -86,6 +89,19 @@ def main() -> None:
         m, lo, hi = interval(v)
         print(f"| {ds} | {mode} | {method} | {seed} | {fold_mean:.3f} | {m:.3f} [{lo:.3f}, {hi:.3f}] | {len(v)} | "
               f"{v.min():.2f}, {v.max():.2f} |")
+    if a.pool is not None:
+        pooled = defaultdict(list)
+        for ds, mode, method, _, _, subj in runs:
+            if fnmatch.fnmatch(method, a.pool):
+                pooled[ds, mode].append(subj)
+        if not pooled:
+            p.error(f"--pool {a.pool!r} matches no run; methods: {sorted({r[2] for r in runs})}")
+        for (ds, mode), subjects in pooled.items():
+            common = sorted(set.intersection(*(set(s) for s in subjects)))
+            v = np.array([np.mean([s[k] for s in subjects]) for k in common])
+            m, lo, hi = interval(v)
+            print(f"| {ds} | {mode} | {a.pool}: {len(subjects)} runs averaged per subject | – | – | {m:.3f} [{lo:.3f}, "
+                  f"{hi:.3f}] | {len(v)} | {v.min():.2f}, {v.max():.2f} |")
     if a.reference is None:
         return
     reference = defaultdict(list)

@@ -49,3 +49,12 @@ def test_unknown_reference_is_refused(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("sys.argv", ["realface_subjects.py", str(tmp_path), "--reference", "Y"])
     with pytest.raises(SystemExit):
         realface_subjects.main()
+
+
+def test_pool_averages_runs_per_subject(tmp_path: Path, monkeypatch, capsys) -> None:
+    labels = [1.0, 2.0, 3.0]
+    _run(tmp_path, "jaffe-auto-a-linear-s0", "P seed 0", [(s, y, y) for s in "AB" for y in labels])  # r = 1
+    _run(tmp_path, "jaffe-auto-b-linear-s0", "P seed 1", [(s, y, -y) for s in "AB" for y in labels])  # r = -1
+    monkeypatch.setattr("sys.argv", ["realface_subjects.py", str(tmp_path), "--pool", "P seed *"])
+    realface_subjects.main()
+    assert "| jaffe | linear | P seed *: 2 runs averaged per subject | – | – | 0.000 [" in capsys.readouterr().out

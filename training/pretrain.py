@@ -150,8 +150,8 @@ PRESETS: dict[str, dict] = {
     # took 12.8 min on the idle machine (2026-11-27), so the epochs are 1536 pairs (9,216 in all, was 12,288).
     "embedded": {"attributes": EMBEDDED_ATTRIBUTES, "num_epochs": 6, "samples_per_epoch": 1536, "validation_pairs": 256,
                  "photographic": 1.0},
-    # About an hour on the 2 CPU cores: the reference checkpoint for real-face evidence. 112 px (ResNet18 costs ~3x
-    # per image of 64 px), 12 epochs of 2048 pairs (2x the embedded preset's pairs at ~3x the cost each).
+    # Under an hour on the 2 CPU cores (47 min, data wait 0.4%, 2026-11-28): the reference checkpoint for real-face
+    # evidence. 112 px (ResNet18 costs ~3x per image of 64 px), 12 epochs of 2048 pairs (2.7x the embedded preset's).
     "cpu-hour": {"attributes": EMBEDDED_ATTRIBUTES, "image_size": 112, "num_epochs": 12, "samples_per_epoch": 2048,
                  "photographic": 1.0, "num_identities": 4000},
     # Sec. 4.1: ResNet50, 224 px, 250k identities (90/10), 43 attributes, alpha -5..5 step 0.1, 35 M images,
