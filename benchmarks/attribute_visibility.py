@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -51,8 +52,7 @@ def main() -> None:
     a = p.parse_args()
     ids = torch.arange(a.identities)
     names = a.attributes.split(",")
-    cmd = " ".join(f"'{w}'" if "{" in w else w for w in sys.argv[1:])
-    print(f"Command: PYTHONPATH=. python benchmarks/attribute_visibility.py {cmd}\n")
+    print(f"Command: PYTHONPATH=. python benchmarks/attribute_visibility.py {shlex.join(sys.argv[1:])}\n")
     versions = ("1.1.0", "2.0.0", renderer.DEFAULT_RENDERER_VERSION)
     gens = {f"renderer {v}": EmbeddedFaceGenerator(image_size=a.size, renderer_version=v) for v in versions}
     for spec in a.direction:
