@@ -1,0 +1,175 @@
+"""Zero-shot synthetic -> real: a linear head fitted on rendered pairs only, applied unchanged to real pairs.
+
+ComFace's claim is that synthetic faces teach change that holds on real faces. The protocol's linear evaluation fits
+its head on real pairs (three or four subjects per JAFFE fold). This asks the claim directly: fit the exact ridge
+head (the protocol's ``fit_ridge_probe``, penalty chosen on held-out rendered identities) on the frozen backbone's
+features of rendered pairs of ONE attribute, with the pretraining's photographic capture and identities pretraining
+never saw, and predict the real pairs with it. No real label is used. The units differ (alpha vs years or rating),
+so Corr. and direction accuracy are the measures; MAE is left out.
+
+    python benchmarks/zero_shot_realface.py --checkpoint "name=folder" [...] [--scratch_seeds 0,1,2]
+        [--datasets fgnet,jaffe] --out benchmarks/results/realface_zeroshot
+
+Pairs: the same real pairs as ``benchmarks/realface_table.py`` (same builder, alignment ``auto``, pairs per subject and
+seed). Each run writes ``runs/<dataset>-auto-<name>-zeroshot-s<seed>/predictions.csv`` and ``results.json`` in the
+table's format, so ``benchmarks/realface_subjects.py`` gives per-subject intervals for them, and the comparison with
+the in-domain linear rows is on identical pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from comface_hf.linear_probe import fit_ridge_probe, pair_features  # noqa: E402
+from comface_hf.photographic import photographic  # noqa: E402
+from comface_hf.synthesis import EmbeddedFaceGenerator, alpha_grid  # noqa: E402
+from comface_hf.transfer import build_change_model, load_task_dataset, row_transform, sample_task_pairs  # noqa: E402
+from comface_hf.transfer_data import compute_change_metrics  # noqa: E402
+from training.pretrain import to_model_input  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "realfaces"
+#: dataset: (transfer task, default folder, pairs per subject as in realface_table, the attribute that stands for it)
+DATASETS = {
+    "fgnet": ("fgnet", SHARED / "fgnet_dev", 10, "age"),
+    "jaffe": ("face_change", SHARED / "jaffe_dev", 20, "smile"),
+}
+#: Far above any pretraining identity (as the synthetic transfer tasks' offset), and a different range from theirs.
+IDENTITY_OFFSET = 20_000_000
+
+
+@torch.no_grad()
+def embed(model, pixel_values: torch.Tensor, batch_size: int = 128) -> np.ndarray:
+    """f(x) for ``[N, C, S, S]`` model inputs: ``float64[N, F]``."""
+    model.eval()
+    return torch.cat([model.backbone(pixel_values[i:i + batch_size]).float()
+                      for i in range(0, len(pixel_values), batch_size)]).double().numpy()
+
+
+@functools.lru_cache(maxsize=4)  # every init of a dataset sees the same rendered pairs: render them once
+def synthetic_pairs(attribute: str, image_size: int, subjects: int, pairs_per_subject: int, seed: int,
+                    strength: float) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """Rendered pairs of one attribute for unseen identities, each image its own photographic capture.
+
+    Returns ``(x, y, label, subject)``: ``[P, 3, S, S]`` images in [0, 1], alpha_y - alpha_x and the identity of
+    each pair.
+    """
+    gen = EmbeddedFaceGenerator(image_size=image_size)  # the pretraining's generator (seed 0, default renderer)
+    rng = np.random.default_rng([seed, 0x2E50])
+    grid = alpha_grid().numpy()
+    subject = np.repeat(np.arange(subjects) + IDENTITY_OFFSET, pairs_per_subject)
+    ax, ay = rng.choice(grid, len(subject)), rng.choice(grid, len(subject))
+    attr = gen.attribute_index(attribute)
+    xs, ys = [], []
+    for start in tqdm(range(0, len(subject), 64), desc=f"rendering synthetic {attribute} pairs", leave=False):
+        ids = torch.as_tensor(subject[start:start + 64])
+        n = len(ids)
+        images = gen.render(torch.cat([ids, ids]), torch.full((2 * n,), attr),
+                            torch.as_tensor(np.concatenate([ax[start:start + 64], ay[start:start + 64]]), dtype=torch.float32))
+        if strength > 0:
+            images = photographic(images, torch.Generator().manual_seed(seed * 1_000_003 + start), strength)
+        xs.append(images[:n])
+        ys.append(images[n:])
+    return torch.cat(xs), torch.cat(ys), (ay - ax).astype(np.float64), subject
+
+
+def run(name: str, init: str, seed: int, ds: str, data, args, out: Path) -> dict:
+    task, _, pairs_per_subject, attribute = DATASETS[ds]
+    torch.manual_seed(seed)  # a scratch init's weights
+    spec = build_change_model(init, "linear", image_size=args.image_size if init == "scratch" else None)
+    model, size = spec.model, spec.image_size
+    processor = spec.image_processor()
+    symmetric = bool(getattr(model.config, "symmetric_change", False))
+
+    # The head, from rendered pairs only: 90% of the identities to fit, 10% to choose the penalty.
+    x, y, label, subject = synthetic_pairs(attribute, size, args.synthetic_subjects, args.synthetic_pairs_per_subject,
+                                           seed=0, strength=args.photographic)
+    feats = pair_features(embed(model, to_model_input(x, processor)), embed(model, to_model_input(y, processor)),
+                          symmetric)
+    val = subject < IDENTITY_OFFSET + max(1, args.synthetic_subjects // 10)
+    probe = fit_ridge_probe(feats[~val], label[~val], feats[val], label[val], symmetric=symmetric)
+
+    # The real pairs, exactly as the protocol draws them; every pair is a test pair here.
+    pairs = sample_task_pairs(data, pairs_per_subject=pairs_per_subject, data_seed=0)
+    transform = row_transform(spec)
+    rows = data.dataset.select_columns([c for c in ("image", "landmarks", "landmark_scheme")
+                                        if c in data.dataset.column_names])
+    used = sorted({p.index_x for p in pairs} | {p.index_y for p in pairs})
+    images = torch.stack([transform(rows[i]) for i in tqdm(used, desc=f"{ds}: aligning", leave=False)])
+    f = dict(zip(used, embed(model, images)))
+    real = pair_features(np.stack([f[p.index_x] for p in pairs]), np.stack([f[p.index_y] for p in pairs]), symmetric)
+    prediction = probe.predict(real)
+    truth = np.array([p.label for p in pairs], dtype=np.float64)
+    metrics = compute_change_metrics(prediction, truth)
+    synthetic_val = compute_change_metrics(probe.predict(feats[val]), label[val])
+
+    run_dir = out / "runs" / f"{ds}-auto-{name.lower().replace(' ', '-')}-zeroshot-s{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["fold", "pair_index", "subject", "index_x", "index_y", "value_x", "value_y", "label", "prediction"])
+        for i, (p, pred) in enumerate(zip(pairs, prediction)):
+            w.writerow([0, i, p.subject, p.index_x, p.index_y, p.value_x, p.value_y, p.label, pred])
+    result = {
+        "task": task, "init": init, "mode": "zero-shot", "method": name, "synthetic_attribute": attribute,
+        "synthetic_pairs": int(len(label)), "photographic": args.photographic, "ridge_alpha": float(probe.alpha),
+        "synthetic_val": synthetic_val, "aggregate": {k: {"mean": v} for k, v in metrics.items()},
+    }
+    (run_dir / "results.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=FOLDER")
+    p.add_argument("--scratch_seeds", default="0,1,2", help="random ResNet18 inits as the baseline ('' for none)")
+    p.add_argument("--image_size", type=int, default=None, help="scratch's size (default: the first checkpoint's)")
+    p.add_argument("--datasets", default="fgnet,jaffe")
+    p.add_argument("--fgnet", default=str(DATASETS["fgnet"][1]))
+    p.add_argument("--jaffe", default=str(DATASETS["jaffe"][1]))
+    p.add_argument("--synthetic_subjects", type=int, default=300)
+    p.add_argument("--synthetic_pairs_per_subject", type=int, default=4)
+    p.add_argument("--photographic", type=float, default=1.0, help="capture strength of the rendered pairs")
+    p.add_argument("--cache_dir", default="/tmp/comface_realface_cache")
+    p.add_argument("--out", default="benchmarks/results/realface_zeroshot")
+    a = p.parse_args()
+    inits = {}
+    for item in a.checkpoint:
+        name, _, folder = item.partition("=")
+        if not folder or not (Path(folder) / "config.json").is_file():
+            p.error(f"--checkpoint {item!r}: write 'name=folder' with a ComFace checkpoint folder")
+        inits[name] = folder
+    if a.image_size is None:
+        a.image_size = (json.loads((Path(next(iter(inits.values()))) / "config.json").read_text())["image_size"]
+                        if inits else 112)
+    runs = [("Scratch (resnet18)", "scratch", int(s)) for s in a.scratch_seeds.split(",") if s.strip()]
+    runs += [(name, folder, 0) for name, folder in inits.items()]
+    out = Path(a.out)
+    print(f"Command: python benchmarks/zero_shot_realface.py {' '.join(sys.argv[1:])}\n")
+    print("| dataset | init | seed | synthetic attribute | synthetic val Corr. | real Corr. | real direction Acc. | s |\n"
+          "|---|---|--:|---|--:|--:|--:|--:|")
+    for ds in a.datasets.split(","):
+        task, _, _, _ = DATASETS[ds]
+        data = load_task_dataset(task, getattr(a, ds), image_size=a.image_size, cache_dir=a.cache_dir, align="auto")
+        for name, init, seed in runs:
+            t0 = time.perf_counter()
+            r = run(name, init, seed, ds, data, a, out)
+            agg = r["aggregate"]
+            print(f"| {ds} | {name} | {seed} | {r['synthetic_attribute']} | {r['synthetic_val']['pearson']:.3f} | "
+                  f"{agg['pearson']['mean']:.3f} | {100 * agg['direction_accuracy']['mean']:.1f}% | "
+                  f"{time.perf_counter() - t0:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
