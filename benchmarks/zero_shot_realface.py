@@ -22,6 +22,7 @@ import argparse
 import csv
 import functools
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ from comface_hf.photographic import photographic  # noqa: E402
 from comface_hf.synthesis import EmbeddedFaceGenerator, alpha_grid  # noqa: E402
 from comface_hf.transfer import build_change_model, load_task_dataset, row_transform, sample_task_pairs  # noqa: E402
 from comface_hf.transfer_data import compute_change_metrics  # noqa: E402
+from benchmarks.realface_table import _slug  # noqa: E402  (the same run-folder names as the table's)
 from training.pretrain import to_model_input  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "realfaces"
@@ -114,7 +116,7 @@ def run(name: str, init: str, seed: int, ds: str, data, args, out: Path) -> dict
     metrics = compute_change_metrics(prediction, truth)
     synthetic_val = compute_change_metrics(probe.predict(feats[val]), label[val])
 
-    run_dir = out / "runs" / f"{ds}-auto-{name.lower().replace(' ', '-')}-zeroshot-s{seed}"
+    run_dir = out / "runs" / f"{ds}-auto-{_slug(name)}-zeroshot-s{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -156,19 +158,32 @@ def main() -> None:
     runs = [("Scratch (resnet18)", "scratch", int(s)) for s in a.scratch_seeds.split(",") if s.strip()]
     runs += [(name, folder, 0) for name, folder in inits.items()]
     out = Path(a.out)
-    print(f"Command: python benchmarks/zero_shot_realface.py {' '.join(sys.argv[1:])}\n")
-    print("| dataset | init | seed | synthetic attribute | synthetic val Corr. | real Corr. | real direction Acc. | s |\n"
-          "|---|---|--:|---|--:|--:|--:|--:|")
+    print(f"Command: python benchmarks/zero_shot_realface.py {shlex.join(sys.argv[1:])}\n")
     for ds in a.datasets.split(","):
         task, _, _, _ = DATASETS[ds]
         data = load_task_dataset(task, getattr(a, ds), image_size=a.image_size, cache_dir=a.cache_dir, align="auto")
         for name, init, seed in runs:
             t0 = time.perf_counter()
             r = run(name, init, seed, ds, data, a, out)
-            agg = r["aggregate"]
-            print(f"| {ds} | {name} | {seed} | {r['synthetic_attribute']} | {r['synthetic_val']['pearson']:.3f} | "
-                  f"{agg['pearson']['mean']:.3f} | {100 * agg['direction_accuracy']['mean']:.1f}% | "
-                  f"{time.perf_counter() - t0:.0f} |", flush=True)
+            print(f"{ds} | {name} | seed {seed}: real Corr. {r['aggregate']['pearson']['mean']:.3f} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    text = table(out)
+    (out / "table.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
+def table(out: Path) -> str:
+    """Every finished run under ``out/runs`` (whichever invocation made it) as one markdown table."""
+    lines = ["| dataset | init | seed | synthetic attribute (pairs) | capture | synthetic val Corr. | real Corr. | "
+             "real direction Acc. |", "|---|---|--:|---|--:|--:|--:|--:|"]
+    for path in sorted(out.glob("runs/*/results.json")):
+        r = json.loads(path.read_text())
+        ds, seed = path.parent.name.split("-")[0], path.parent.name.rsplit("-s", 1)[-1]
+        agg = r["aggregate"]
+        lines.append(f"| {ds} | {r['method']} | {seed} | {r['synthetic_attribute']} ({r['synthetic_pairs']}) | "
+                     f"{r['photographic']:g} | {r['synthetic_val']['pearson']:.3f} | {agg['pearson']['mean']:.3f} | "
+                     f"{100 * agg['direction_accuracy']['mean']:.1f}% |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

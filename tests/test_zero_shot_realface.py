@@ -30,11 +30,12 @@ def test_run_writes_a_table_run_that_realface_subjects_reads(tmp_path: Path) -> 
                                        synthetic_images_per_subject=4, data_seed=7)
     args = argparse.Namespace(image_size=64, synthetic_subjects=10, synthetic_pairs_per_subject=2, photographic=1.0)
     result = zero_shot.run("Scratch (resnet18)", "scratch", 0, "jaffe", data, args, tmp_path)
-    run_dir = tmp_path / "runs" / "jaffe-auto-scratch-(resnet18)-zeroshot-s0"
+    run_dir = tmp_path / "runs" / "jaffe-auto-scratch-resnet18-zeroshot-s0"
     rows = list(csv.DictReader(open(run_dir / "predictions.csv")))
     assert len(rows) == len(zero_shot.sample_task_pairs(data, pairs_per_subject=20, data_seed=0)) > 0
     assert {r["subject"] for r in rows} == set(data.dataset["subject"])
     assert json.loads((run_dir / "results.json").read_text())["mode"] == "zero-shot"
     assert np.isfinite(result["aggregate"]["pearson"]["mean"]) and np.isfinite(result["synthetic_val"]["pearson"])
+    assert "| jaffe | Scratch (resnet18) | 0 | smile (20) | 1 |" in zero_shot.table(tmp_path)
     again = zero_shot.run("Scratch (resnet18)", "scratch", 0, "jaffe", data, args, tmp_path)
     assert again["aggregate"] == result["aggregate"]  # same seed, same init, same head
