@@ -38,15 +38,13 @@ from comface_hf.photographic import photographic  # noqa: E402
 from comface_hf.synthesis import EmbeddedFaceGenerator, alpha_grid  # noqa: E402
 from comface_hf.transfer import build_change_model, load_task_dataset, row_transform, sample_task_pairs  # noqa: E402
 from comface_hf.transfer_data import compute_change_metrics  # noqa: E402
-from benchmarks.realface_table import _slug  # noqa: E402  (the same run-folder names as the table's)
+from benchmarks.realface_table import DATASETS as TABLE_DATASETS, _slug  # noqa: E402  (its tables and run names)
 from training.pretrain import to_model_input  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "realfaces"
-#: dataset: (transfer task, default folder, pairs per subject as in realface_table, the attribute that stands for it)
-DATASETS = {
-    "fgnet": ("fgnet", SHARED / "fgnet_dev", 10, "age"),
-    "jaffe": ("face_change", SHARED / "jaffe_dev", 20, "smile"),
-}
+#: dataset: (transfer task, default folder, pairs per subject, the rendered attribute that stands for it); the task and
+#: folder are realface_table's, the pairs per subject its --pairs_per_subject default, so the pairs are its pairs.
+DATASETS = {ds: (TABLE_DATASETS[ds][0], TABLE_DATASETS[ds][1], pairs, attribute)
+            for ds, pairs, attribute in (("fgnet", 10, "age"), ("jaffe", 20, "smile"))}
 #: Far above any pretraining identity (as the synthetic transfer tasks' offset), and a different range from theirs.
 IDENTITY_OFFSET = 20_000_000
 
