@@ -85,8 +85,8 @@ def main() -> None:
         return
     print(f"\nWhere the change is (renderer {versions[-1]} and what-if columns; bands of the canonical frame):\n")
     rows = {label: (lo, hi) for label, (lo, hi) in BANDS.items()}
-    print("| renderer | attribute | alpha | whole picture | " + " | ".join(f"{k} (y {lo:.2f}-{hi:.2f})" for k, (lo, hi) in rows.items())
-          + " |\n|---|---|--:|--:|" + "--:|" * len(rows))
+    bands = " | ".join(f"{k} (y {lo:.2f}-{hi:.2f})" for k, (lo, hi) in rows.items())
+    print(f"| renderer | attribute | alpha | whole picture | {bands} |\n|---|---|--:|--:|" + "--:|" * len(rows))
     for label, g in list(gens.items())[2:]:
         what_if = label.split(" with ")[1].split(" = ")[0] if " with " in label else None
         for name in names:

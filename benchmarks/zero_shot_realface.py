@@ -75,8 +75,8 @@ def synthetic_pairs(attribute: str, image_size: int, subjects: int, pairs_per_su
     for start in tqdm(range(0, len(subject), 64), desc=f"rendering synthetic {attribute} pairs", leave=False):
         ids = torch.as_tensor(subject[start:start + 64])
         n = len(ids)
-        images = gen.render(torch.cat([ids, ids]), torch.full((2 * n,), attr),
-                            torch.as_tensor(np.concatenate([ax[start:start + 64], ay[start:start + 64]]), dtype=torch.float32))
+        alphas = np.concatenate([ax[start:start + 64], ay[start:start + 64]])
+        images = gen.render(torch.cat([ids, ids]), torch.full((2 * n,), attr), torch.as_tensor(alphas, dtype=torch.float32))
         if strength > 0:
             images = photographic(images, torch.Generator().manual_seed(seed * 1_000_003 + start), strength)
         xs.append(images[:n])
@@ -106,7 +106,10 @@ def run(name: str, init: str, seed: int, ds: str, data, args, out: Path) -> dict
     rows = data.dataset.select_columns([c for c in ("image", "landmarks", "landmark_scheme")
                                         if c in data.dataset.column_names])
     used = sorted({p.index_x for p in pairs} | {p.index_y for p in pairs})
-    images = torch.stack([transform(rows[i]) for i in tqdm(used, desc=f"{ds}: aligning", leave=False)])
+    crops = [transform.crop(rows[i]) for i in tqdm(used, desc=f"{ds}: aligning", leave=False)]
+    if args.real_greyscale:  # every photo a greyscale print: no colour difference left between a pair's photos
+        crops = [c.convert("L").convert("RGB") for c in crops]
+    images = torch.stack([transform.to_tensor(c) for c in crops])
     f = dict(zip(used, embed(model, images)))
     real = pair_features(np.stack([f[p.index_x] for p in pairs]), np.stack([f[p.index_y] for p in pairs]), symmetric)
     prediction = probe.predict(real)
@@ -123,7 +126,8 @@ def run(name: str, init: str, seed: int, ds: str, data, args, out: Path) -> dict
             w.writerow([0, i, p.subject, p.index_x, p.index_y, p.value_x, p.value_y, p.label, pred])
     result = {
         "task": task, "init": init, "mode": "zero-shot", "method": name, "synthetic_attribute": attribute,
-        "synthetic_pairs": int(len(label)), "photographic": args.photographic, "ridge_alpha": float(probe.alpha),
+        "synthetic_pairs": int(len(label)), "photographic": args.photographic,
+        "real_greyscale": bool(args.real_greyscale), "ridge_alpha": float(probe.alpha),
         "synthetic_val": synthetic_val, "aggregate": {k: {"mean": v} for k, v in metrics.items()},
     }
     (run_dir / "results.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
@@ -141,6 +145,8 @@ def main() -> None:
     p.add_argument("--synthetic_subjects", type=int, default=300)
     p.add_argument("--synthetic_pairs_per_subject", type=int, default=4)
     p.add_argument("--photographic", type=float, default=1.0, help="capture strength of the rendered pairs")
+    p.add_argument("--real_greyscale", action="store_true",
+                   help="turn every real photo greyscale first (does a colour/greyscale difference drive the result?)")
     p.add_argument("--cache_dir", default="/tmp/comface_realface_cache")
     p.add_argument("--out", default="benchmarks/results/realface_zeroshot")
     a = p.parse_args()
@@ -172,14 +178,15 @@ def main() -> None:
 
 def table(out: Path) -> str:
     """Every finished run under ``out/runs`` (whichever invocation made it) as one markdown table."""
-    lines = ["| dataset | init | seed | synthetic attribute (pairs) | capture | synthetic val Corr. | real Corr. | "
-             "real direction Acc. |", "|---|---|--:|---|--:|--:|--:|--:|"]
+    lines = ["| dataset | init | seed | synthetic attribute (pairs) | capture | real photos | synthetic val Corr. | "
+             "real Corr. | real direction Acc. |", "|---|---|--:|---|--:|---|--:|--:|--:|"]
     for path in sorted(out.glob("runs/*/results.json")):
         r = json.loads(path.read_text())
         ds, seed = path.parent.name.split("-")[0], path.parent.name.rsplit("-s", 1)[-1]
         agg = r["aggregate"]
         lines.append(f"| {ds} | {r['method']} | {seed} | {r['synthetic_attribute']} ({r['synthetic_pairs']}) | "
-                     f"{r['photographic']:g} | {r['synthetic_val']['pearson']:.3f} | {agg['pearson']['mean']:.3f} | "
+                     f"{r['photographic']:g} | {'greyscale' if r.get('real_greyscale') else 'as taken'} | "
+                     f"{r['synthetic_val']['pearson']:.3f} | {agg['pearson']['mean']:.3f} | "
                      f"{100 * agg['direction_accuracy']['mean']:.1f}% |")
     return "\n".join(lines) + "\n"
 

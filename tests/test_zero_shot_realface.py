@@ -28,7 +28,8 @@ def test_run_writes_a_table_run_that_realface_subjects_reads(tmp_path: Path) -> 
     # A rendered table stands in for the real one (the test suite never reads ../shared).
     data = zero_shot.load_task_dataset("synthetic_smile", image_size=64, synthetic_subjects=3,
                                        synthetic_images_per_subject=4, data_seed=7)
-    args = argparse.Namespace(image_size=64, synthetic_subjects=10, synthetic_pairs_per_subject=2, photographic=1.0)
+    args = argparse.Namespace(image_size=64, synthetic_subjects=10, synthetic_pairs_per_subject=2, photographic=1.0,
+                              real_greyscale=False)
     result = zero_shot.run("Scratch (resnet18)", "scratch", 0, "jaffe", data, args, tmp_path)
     run_dir = tmp_path / "runs" / "jaffe-auto-scratch-resnet18-zeroshot-s0"
     rows = list(csv.DictReader(open(run_dir / "predictions.csv")))
@@ -36,6 +37,9 @@ def test_run_writes_a_table_run_that_realface_subjects_reads(tmp_path: Path) -> 
     assert {r["subject"] for r in rows} == set(data.dataset["subject"])
     assert json.loads((run_dir / "results.json").read_text())["mode"] == "zero-shot"
     assert np.isfinite(result["aggregate"]["pearson"]["mean"]) and np.isfinite(result["synthetic_val"]["pearson"])
-    assert "| jaffe | Scratch (resnet18) | 0 | smile (20) | 1 |" in zero_shot.table(tmp_path)
+    assert "| jaffe | Scratch (resnet18) | 0 | smile (20) | 1 | as taken |" in zero_shot.table(tmp_path)
     again = zero_shot.run("Scratch (resnet18)", "scratch", 0, "jaffe", data, args, tmp_path)
     assert again["aggregate"] == result["aggregate"]  # same seed, same init, same head
+    args.real_greyscale = True  # greyscale "real" photos: other features, the same rows predicted
+    grey = zero_shot.run("Scratch (resnet18)", "scratch", 0, "jaffe", data, args, tmp_path / "grey")
+    assert grey["real_greyscale"] and grey["aggregate"] != result["aggregate"]
