@@ -15,7 +15,6 @@ greyscale prints carry a faint colour cast; colour photos of faces are far above
 from __future__ import annotations
 
 import argparse
-import csv
 import fnmatch
 import shlex
 import sys
@@ -27,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.realface_table import DATASETS  # noqa: E402  (the same tables the runs used)
 from comface_hf.transfer import load_task_dataset  # noqa: E402
-from comface_hf.transfer_data import compute_change_metrics, load_change_metrics  # noqa: E402
+from comface_hf.reports import read_predictions  # noqa: E402
+from comface_hf.transfer_data import compute_change_metrics, load_change_metrics, load_pairs  # noqa: E402
 
 GREYSCALE_SPREAD = 0.02
 
@@ -40,13 +40,9 @@ def is_greyscale(image) -> bool:
 
 def split_corr(predictions_csv: Path, greyscale: np.ndarray, metrics) -> dict[str, tuple[float, int]]:
     """``{"all" | "same capture" | "colour vs greyscale": (Pearson, pairs)}`` for one run's predictions."""
-    with open(predictions_csv, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    ix = np.array([int(r["index_x"]) for r in rows])
-    iy = np.array([int(r["index_y"]) for r in rows])
-    label = np.array([float(r["label"]) for r in rows])
-    prediction = np.array([float(r["prediction"]) for r in rows])
-    same = greyscale[ix] == greyscale[iy]
+    pairs = load_pairs(predictions_csv)
+    prediction, label = read_predictions(Path(predictions_csv).parent)
+    same = np.array([greyscale[p.index_x] == greyscale[p.index_y] for p in pairs])
     out = {}
     for name, keep in (("all", np.ones_like(same)), ("same capture", same), ("colour vs greyscale", ~same)):
         r = compute_change_metrics(prediction[keep], label[keep], metrics)["pearson"] if keep.sum() > 2 else float("nan")

@@ -18,7 +18,6 @@ Metric definitions: the repository's ``evaluate`` modules (``comface_hf.transfer
 from __future__ import annotations
 
 import argparse
-import csv
 import fnmatch
 import json
 import shlex
@@ -31,22 +30,20 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from comface_hf.transfer_data import compute_change_metrics, load_change_metrics  # noqa: E402
+from comface_hf.reports import read_predictions  # noqa: E402
+from comface_hf.transfer_data import compute_change_metrics, load_change_metrics, load_pairs  # noqa: E402
 
 
 def per_subject_pearson(predictions_csv: Path, metrics) -> dict[str, float]:
     """``{subject: Pearson of prediction against label over that subject's test pairs}`` (subjects whose labels or
     predictions are constant are left out: the coefficient is undefined there)."""
-    pairs = defaultdict(list)
-    with open(predictions_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            pairs[row["subject"]].append((float(row["prediction"]), float(row["label"])))
+    subject = np.array([pair.subject for pair in load_pairs(predictions_csv)])
+    prediction, label = read_predictions(Path(predictions_csv).parent)
     out = {}
-    for subject, values in sorted(pairs.items()):
-        p, y = np.array(values).T
-        r = compute_change_metrics(p, y, metrics)["pearson"]
+    for s in sorted(set(subject)):
+        r = compute_change_metrics(prediction[subject == s], label[subject == s], metrics)["pearson"]
         if np.isfinite(r):
-            out[subject] = r
+            out[s] = r
     return out
 
 

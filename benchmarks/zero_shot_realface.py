@@ -11,15 +11,14 @@ so Corr. and direction accuracy are the measures; MAE is left out.
         [--datasets fgnet,jaffe] --out benchmarks/results/realface_zeroshot
 
 Pairs: the same real pairs as ``benchmarks/realface_table.py`` (same builder, alignment ``auto``, pairs per subject and
-seed). Each run writes ``runs/<dataset>-auto-<name>-zeroshot-s<seed>/predictions.csv`` and ``results.json`` in the
-table's format, so ``benchmarks/realface_subjects.py`` gives per-subject intervals for them, and the comparison with
+seed). Each run writes ``runs/<dataset>-auto-<name>-zeroshot-s<seed>/`` with the protocol's own writer
+(``results.json``, ``predictions.csv``, ``scatter.png``), so ``benchmarks/realface_subjects.py`` gives per-subject intervals for them, and the comparison with
 the in-domain linear rows is on identical pairs.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import json
 import shlex
@@ -36,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from comface_hf.linear_probe import fit_ridge_probe, pair_features  # noqa: E402
 from comface_hf.photographic import photographic  # noqa: E402
 from comface_hf.synthesis import EmbeddedFaceGenerator, alpha_grid  # noqa: E402
-from comface_hf.transfer import build_change_model, load_task_dataset, row_transform, sample_task_pairs  # noqa: E402
+from comface_hf.transfer import (  # noqa: E402
+    _backbone_features, build_change_model, load_task_dataset, row_transform, sample_task_pairs, write_run_outputs,
+)
 from comface_hf.transfer_data import compute_change_metrics  # noqa: E402
 from benchmarks.realface_table import DATASETS as TABLE_DATASETS, _slug  # noqa: E402  (its tables and run names)
 from training.pretrain import to_model_input  # noqa: E402
@@ -49,12 +50,10 @@ DATASETS = {ds: (TABLE_DATASETS[ds][0], TABLE_DATASETS[ds][1], pairs, attribute)
 IDENTITY_OFFSET = 20_000_000
 
 
-@torch.no_grad()
-def embed(model, pixel_values: torch.Tensor, batch_size: int = 128) -> np.ndarray:
-    """f(x) for ``[N, C, S, S]`` model inputs: ``float64[N, F]``."""
-    model.eval()
-    return torch.cat([model.backbone(pixel_values[i:i + batch_size]).float()
-                      for i in range(0, len(pixel_values), batch_size)]).double().numpy()
+def embed(model, pixel_values: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """f(x) for ``[N, C, S, S]`` model inputs: ``float64[N, F]``, by the linear evaluation's own feature pass."""
+    features, _ = _backbone_features(model, pixel_values, range(len(pixel_values)), batch_size, "cpu")
+    return features.double().numpy()
 
 
 @functools.lru_cache(maxsize=4)  # every init of a dataset sees the same rendered pairs: render them once
@@ -106,7 +105,9 @@ def run(name: str, init: str, seed: int, ds: str, data, args, out: Path) -> dict
     rows = data.dataset.select_columns([c for c in ("image", "landmarks", "landmark_scheme")
                                         if c in data.dataset.column_names])
     used = sorted({p.index_x for p in pairs} | {p.index_y for p in pairs})
-    crops = [transform.crop(rows[i]) for i in tqdm(used, desc=f"{ds}: aligning", leave=False)]
+    for i in tqdm([i for i in used if (i, transform.size) not in data.crops], desc=f"{ds}: aligning", leave=False):
+        data.crops[i, transform.size] = transform.crop(rows[i])  # the table's crop cache: every init reuses them
+    crops = [data.crops[i, transform.size] for i in used]
     if args.real_greyscale:  # every photo a greyscale print: no colour difference left between a pair's photos
         crops = [c.convert("L").convert("RGB") for c in crops]
     images = torch.stack([transform.to_tensor(c) for c in crops])
@@ -117,20 +118,15 @@ def run(name: str, init: str, seed: int, ds: str, data, args, out: Path) -> dict
     metrics = compute_change_metrics(prediction, truth)
     synthetic_val = compute_change_metrics(probe.predict(feats[val]), label[val])
 
-    run_dir = out / "runs" / f"{ds}-auto-{_slug(name)}-zeroshot-s{seed}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["fold", "pair_index", "subject", "index_x", "index_y", "value_x", "value_y", "label", "prediction"])
-        for i, (p, pred) in enumerate(zip(pairs, prediction)):
-            w.writerow([0, i, p.subject, p.index_x, p.index_y, p.value_x, p.value_y, p.label, pred])
     result = {
         "task": task, "init": init, "mode": "zero-shot", "method": name, "synthetic_attribute": attribute,
         "synthetic_pairs": int(len(label)), "photographic": args.photographic,
         "real_greyscale": bool(args.real_greyscale), "ridge_alpha": float(probe.alpha),
         "synthetic_val": synthetic_val, "aggregate": {k: {"mean": v} for k, v in metrics.items()},
+        "predictions": [(0, i, float(pred), p.label) for i, (p, pred) in enumerate(zip(pairs, prediction))],
     }
-    (run_dir / "results.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    # The protocol's writer: results.json, predictions.csv (one "fold": every pair is a test pair) and scatter.png.
+    write_run_outputs(result, pairs, str(out / "runs" / f"{ds}-auto-{_slug(name)}-zeroshot-s{seed}"))
     return result
 
 
