@@ -150,7 +150,8 @@ def test_closed_form_rejects_augment_and_unknown_solver() -> None:
 
 def test_lp_ft_starts_fine_tuning_from_the_ridge_head(task) -> None:
     """--head_init ridge: fine-tuning's epoch 0 (its initial weights) predicts exactly what the closed-form linear
-    probe does on the validation pairs; the default starts from the init's own head."""
+    probe fitted on the training subjects (penalty chosen on the validation ones) does on the validation pairs; the
+    default starts from the init's own head."""
     pairs = sample_task_pairs(task, pairs_per_subject=4)
     fold = make_folds(pairs, n_folds=2)[0]
 
@@ -159,7 +160,7 @@ def test_lp_ft_starts_fine_tuning_from_the_ridge_head(task) -> None:
         spec = build_change_model("scratch", mode, 32, "test_resnet")
         return run_fold(spec, mode, task, pairs, fold, TransferSettings(epochs=1, show_progress=False, **settings))
 
-    probe = run("linear")
+    probe = run("linear", ridge_selection="val")  # LP-FT's start: the validation subjects select its epochs
     lp_ft, plain = run("finetune", head_init="ridge"), run("finetune")
     assert lp_ft.history[0]["val_mae"] == pytest.approx(probe.selection["val_mae"], rel=1e-4)
     assert abs(plain.history[0]["val_mae"] - probe.selection["val_mae"]) > 1e-3

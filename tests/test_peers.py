@@ -204,6 +204,11 @@ def test_save_model_writes_an_estimator_in_task_units_that_compare_uses(tmp_path
     v = signed_features(get_peer("dlib-landmarks").features([np.asarray(r["image"].convert("RGB")) for r in rows]))
     expected = np.maximum(v[1:] - v[:1], 0) @ head.weight.detach().double().numpy()[0] + float(head.bias)
     assert np.allclose([r.change for r in results], expected, atol=1e-4)
+    # The pipeline loads the same folder and gives the same number.
+    from transformers import pipeline
+
+    out = pipeline("face-change-estimation", model=str(saved))(rows[0]["image"], rows[1]["image"], align=False)
+    assert out["units"] == "smile units" and out["change"] == pytest.approx(results[0].change, abs=1e-5)
     # A second save into the same, now non-empty, folder is refused before any work.
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
     assert again.returncode == 2 and "exists and is not empty" in again.stderr
