@@ -20,7 +20,7 @@ from comface_hf.monitoring.calibration import (
     threshold_at_far,
 )
 from comface_hf.monitoring.cli import main
-from comface_hf.monitoring.track import read_series
+from comface_hf.monitoring.track import TrackRow, csv_cell, read_series, write_csv
 
 SIZE = 32  # model input
 PHOTO = 96  # rendered "photos" (the detector needs a face of a few dozen pixels)
@@ -272,6 +272,83 @@ def test_track_csv_and_its_bad_inputs(model_dir, photos, tmp_path, capsys):
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_series(str(tmp_path / "nowhere"))
+
+
+def test_track_refuses_an_output_folder_that_holds_files_unless_overwrite(model_dir, photos, tmp_path, capsys):
+    series = tmp_path / "series"
+    series.mkdir()
+    for name, key in (("a.png", (0, 0)), ("b.png", (0, 1))):
+        Image.open(photos[key]).save(series / name)
+    out_dir = tmp_path / "out"
+    status, _, err = cli(["track", str(series), "--model", str(model_dir), "--out-dir", str(out_dir)], capsys)
+    assert status == 0, err
+    first = (out_dir / "track.csv").read_bytes()
+    (out_dir / "track.csv").write_text("the first run's results, edited by hand\n")
+
+    # A second run into the same folder is refused, names the flag and leaves the first run's files alone.
+    status, _, err = cli(["track", str(series), "--model", str(model_dir), "--out-dir", str(out_dir)], capsys)
+    assert status == 2 and "--overwrite" in err and "already holds files" in err and "track.csv" in err, err
+    assert (out_dir / "track.csv").read_text() == "the first run's results, edited by hand\n"
+
+    status, _, err = cli(["track", str(series), "--model", str(model_dir), "--out-dir", str(out_dir),
+                          "--overwrite"], capsys)
+    assert status == 0, err
+    assert (out_dir / "track.csv").read_bytes() == first
+
+    empty = tmp_path / "empty"  # an existing but empty folder is not a previous run: used without the flag
+    empty.mkdir()
+    status, _, err = cli(["track", str(series), "--model", str(model_dir), "--out-dir", str(empty)], capsys)
+    assert status == 0 and (empty / "track.csv").is_file(), err
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    status, _, err = cli(["track", str(series), "--model", str(model_dir), "--out-dir", str(a_file),
+                          "--overwrite"], capsys)
+    assert status == 2 and "is a file, not a folder" in err and a_file.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("value, cell", [
+    ("=HYPERLINK(\"http://x\",\"y\").png", "'=HYPERLINK(\"http://x\",\"y\").png"),
+    ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+    ("-1+1", "'-1+1"),
+    ("@SUM(A1:A2)", "'@SUM(A1:A2)"),
+    ("\t=1+1", "'\t=1+1"),
+    ("\r=1+1", "'\r=1+1"),
+    ("-inf", "'-inf"),
+    ("photos/a.jpg", "photos/a.jpg"),
+    ("-0.12", "-0.12"),
+    ("+3", "+3"),
+    ("-1.5e-05", "-1.5e-05"),
+    (-0.12, "-0.12"),
+    (-1.5e-05, "-1.5e-05"),
+    (None, ""),
+    (False, "False"),
+])
+def test_csv_cell_neutralises_formulas_and_keeps_numbers(value, cell):
+    assert csv_cell(value) == cell
+
+
+def test_track_csv_cells_cannot_become_spreadsheet_formulas(model_dir, photos, tmp_path, capsys, monkeypatch):
+    """Photo names and timestamps come from the user's files: in track.csv they must stay text, numbers numbers."""
+    monkeypatch.chdir(tmp_path)  # relative paths in the series CSV stay relative in track.csv's image column
+    evil = '=HYPERLINK("evil.example","x").png'  # a file name cannot hold a slash
+    Image.open(photos[1, 0]).save(tmp_path / evil)
+    Image.open(photos[1, 1]).save(tmp_path / "@later.png")
+    with open(tmp_path / "series.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([("image", "timestamp"), (evil, "-5"), ("@later.png", "=1+1")])
+    status, _, err = cli(["track", "series.csv", "--model", str(model_dir), "--out-dir", "out"], capsys)
+    assert status == 0, err
+    rows = list(csv.DictReader(open(tmp_path / "out" / "track.csv", newline="")))
+    assert [r["image"] for r in rows] == ["'" + evil, "'@later.png"]
+    assert rows[0]["timestamp"] == "-5" and rows[1]["timestamp"] == "'=1+1"
+    for row in rows:
+        for column in ("change", "distance", "similarity"):
+            float(row[column])  # numbers are written as numbers (no quote), negative ones included
+
+    negative = tmp_path / "negative.csv"
+    write_csv([TrackRow("a.png", None, "ok", change=-0.12, distance=0.5, similarity=-0.25)], str(negative))
+    row = next(csv.DictReader(open(negative, newline="")))
+    assert (row["change"], row["similarity"]) == ("-0.12", "-0.25")
 
 
 def test_dlib_identity_check(model_dir, photos, capsys):
