@@ -28,7 +28,7 @@ from comface_hf.face_comparison import FaceComparer, change_units  # noqa: E402
 
 DEFAULT_MODEL = "outputs/comface-embedded/model"
 TITLE = "ComFace: how much did this face change?"
-#: Largest photo the page accepts (Gradio refuses bigger uploads before they reach the model); phone photos are a few MB.
+#: Largest photo the page accepts: Gradio refuses bigger uploads before they reach the model (phone photos: a few MB).
 MAX_FILE_SIZE = os.environ.get("COMFACE_MAX_FILE_SIZE", "25mb")
 #: Most photos one Track click aligns and embeds (each costs a face detection on the CPU).
 MAX_SERIES_PHOTOS = 100
