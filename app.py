@@ -7,6 +7,10 @@
 As a Hugging Face Space (Gradio SDK) this file is the entry point; it loads the model folder named by --model, the
 COMFACE_MODEL environment variable, or outputs/comface-embedded/model. The numbers come from
 comface_hf.face_comparison, exactly as `comface compare` / `comface track` print them. Not a medical device.
+
+Limits for a public page: uploads over --max-file-size (25mb) are refused by Gradio, a series is at most 100 photos,
+Gradio's cache of uploads and outputs is emptied hourly, a click writes nothing else, and messages name files by
+their base name only.
 """
 
 from __future__ import annotations
