@@ -147,18 +147,61 @@ class ComFacePreTrainedModel(PreTrainedModel):
         kwargs.setdefault("use_safetensors", True)
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
-    def save_pretrained(self, save_directory, *args, model_card: Optional[dict] = None, **kwargs):
+    def save_pretrained(self, save_directory, *args, model_card: Optional[dict] = None, push_to_hub: bool = False,
+                        **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors) plus a README.md model card rendered from model_card.md.
 
         Args:
             model_card: values for the card's template (training settings, validation figures...).
+            push_to_hub: then upload the written folder, card included, to `repo_id` (default: the folder's name);
+                `commit_message`, `commit_description`, `private`, `revision`, `create_pr` and `token` are passed on.
+                The card names the repository's real id (e.g. `user/name`).
         """
         kwargs["safe_serialization"] = True
+        is_main = kwargs.get("is_main_process", True)
+        hub = {name: kwargs.pop(name) for name in ("repo_id", "commit_message", "commit_description", "private",
+                                                    "revision", "create_pr") if name in kwargs}
+        repo_id = hub.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
+        if push_to_hub and is_main:
+            from .hub import create_hub_repo
+
+            # The repository first, so that the card is written with its real id (transformers' own push writes the
+            # card after the upload, or replaces it with a generic one).
+            repo_id = create_hub_repo(repo_id, private=hub.get("private"), token=kwargs.get("token"))
+            model_card = {**(model_card or {}), "model_id": repo_id}
         super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
+        if is_main:
             from .model_card import write_model_card
 
             write_model_card(self, save_directory, **(model_card or {}))
+            if push_to_hub:
+                from .hub import push_folder_to_hub
+
+                push_folder_to_hub(save_directory, repo_id, token=kwargs.get("token"), **hub)
+
+    def push_to_hub(self, repo_id: str, *, commit_message: Optional[str] = None,
+                    commit_description: Optional[str] = None, private: Optional[bool] = None, token=None,
+                    revision: Optional[str] = None, create_pr: bool = False, max_shard_size="50GB",
+                    tags: Optional[list] = None, model_card: Optional[dict] = None) -> str:
+        """Save into a temporary folder and upload that folder whole (weights, config, remote code, the model card
+        with `repo_id` as its model id). Returns the repository's full id.
+
+        To publish a folder that holds more than the model (image processor, same-person calibration, pipeline code,
+        as `training/pretrain.py` writes it), push the folder itself: `comface_hf.hub.push_folder_to_hub(folder, id)`.
+        """
+        import tempfile
+
+        from .hub import create_hub_repo, push_folder_to_hub
+
+        full_id = create_hub_repo(repo_id, private=private, token=token)
+        card = {**(model_card or {}), "model_id": full_id}
+        if tags:
+            card["tags"] = [*card.get("tags", []), *tags]
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, max_shard_size=max_shard_size, model_card=card)
+            return push_folder_to_hub(tmp, full_id, commit_message=commit_message,
+                                      commit_description=commit_description, private=private, token=token,
+                                      revision=revision, create_pr=create_pr)
 
 
 def check_checkpoint_folder(folder: str, subfolder: str = "") -> None:

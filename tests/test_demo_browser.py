@@ -34,14 +34,21 @@ def test_demo_page_in_headless_chromium(tmp_path):
             pytest.fail(message)  # never hidden in CI
         pytest.skip(message)
     from comface_hf import ComFaceConfig, ComFaceImageProcessor, ComFaceModel
+    from comface_hf.face_comparison import FaceComparer
 
     torch.manual_seed(0)
     folder = tmp_path / "model"
-    config = ComFaceConfig(backbone="resnet18", image_size=32, projection_hidden_size=32, projection_dim=8,
-                           same_person_threshold=-1.0, same_person_far=0.01, same_person_frr=0.06)
+    config = ComFaceConfig(backbone="resnet18", image_size=32, projection_hidden_size=32, projection_dim=8)
     ComFaceModel(config).save_pretrained(folder)
     ComFaceImageProcessor(crop_size=32).save_pretrained(folder)
     before, after = demo.render_pair(tmp_path, size=128)
+    # The stored threshold just above this pair's similarity: the page must read the model's threshold and this
+    # pair's cosine and say "no" (an untrained model rates every pair of faces nearly 1, so "yes" would prove nothing).
+    similarity = FaceComparer.from_pretrained(str(folder)).compare(before, after).similarity
+    assert similarity < 1.0
+    config.same_person_threshold = (similarity + 1.0) / 2
+    config.same_person_far, config.same_person_frr = 0.01, 0.06
+    config.save_pretrained(folder)
     from PIL import Image
 
     wall = tmp_path / "wall.png"  # a series photo without a face: listed as skipped, the rest still tracked
@@ -62,7 +69,9 @@ def test_demo_page_in_headless_chromium(tmp_path):
     finally:
         page.close()
     assert "Change:" in text and "alpha units" in text, text
-    assert "Distance" in text and "Same person: yes" in text and "1.0% false accepts" in text, text
+    assert "Distance" in text and "1.0% false accepts" in text, text
+    assert "Same person: no - they look like different people" in text, text
+    assert f"similarity {similarity:.3f}" in text, text
     assert shot.stat().st_size > 10_000
     assert "2 photos tracked, 1 skipped" in text, text
     assert "wall.png" in text and "skipped" in text and "no face found" in text, text

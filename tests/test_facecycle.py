@@ -83,14 +83,29 @@ def test_forward_shapes_and_losses(model):
     assert model(x, return_dict=False)[0].dim() == 0
 
 
-def test_feature_api(model):
-    x, _ = face_batch(batch=2)
+def test_feature_api(model, tmp_path):
+    """The features handed to transfer learning are the expression code the cycle losses trained (forward's
+    `expression_features`), not the identity code, and the change-estimation model built from a saved folder gets
+    the same ones."""
+    from comface_hf.modeling_facecycle import FaceCycleForChangeEstimation
+
+    x, other = face_batch(batch=2)
     model.eval()
     features = model.get_expression_features(x)
-    assert features.shape == (2, model.expression_dim)
-    assert torch.allclose(features, model.expression_encoder(x))
+    identity = model.get_identity_features(x)
+    assert features.shape == (2, model.expression_dim) and identity.shape == (2, model.identity_dim)
+    with torch.no_grad():
+        trained = model(x, pixel_values_other=other)
+    torch.testing.assert_close(features, trained.expression_features)
+    torch.testing.assert_close(identity, trained.identity_features)
+    assert not torch.allclose(features, identity, atol=1e-4)  # two encoders, two codes
+    assert not torch.allclose(features[0], features[1], atol=1e-4)  # the code depends on the face
     assert isinstance(model.expression_encoder, torch.nn.Module)
-    assert model.get_identity_features(x).shape == (2, model.identity_dim)
+
+    model.save_pretrained(tmp_path)
+    transferred = FaceCycleForChangeEstimation.from_facecycle(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(transferred.backbone(x), features)
 
 
 def test_motion_cycle_learns(model):
@@ -151,7 +166,8 @@ def test_picture_size(model):
 
 
 def test_picture_command(model, tmp_path):
-    pytest.importorskip("comface_hf.synthesis")
+    # The command renders its faces with the package's own generator: a broken import must fail, not skip.
+    import comface_hf.synthesis  # noqa: F401
     from comface_hf.facecycle_picture import main
 
     model.save_pretrained(tmp_path / "model")

@@ -20,7 +20,7 @@ from comface_hf.monitoring.calibration import (
     threshold_at_far,
 )
 from comface_hf.monitoring.cli import main
-from comface_hf.monitoring.track import read_series
+from comface_hf.monitoring.track import TrackRow, csv_cell, read_series, write_csv
 
 SIZE = 32  # model input
 PHOTO = 96  # rendered "photos" (the detector needs a face of a few dozen pixels)
@@ -92,11 +92,34 @@ def test_calibration_is_stored_with_the_model_and_its_pipeline(model_dir):
     assert "**Same-person check**" in (model_dir / "README.md").read_text()
 
 
-def test_calibration_threshold_holds_its_false_accept_rate_on_the_fit_half():
+def test_calibration_rates_are_measured_on_identities_that_did_not_set_the_threshold():
+    """The stored false-accept and false-reject rates are those of the held-out half of the identities (recomputed
+    here from the renders), the threshold is the fit half's FAR point, and the FAR it promises holds on the other
+    half within sampling error (on the fit half it holds by construction, so that alone proves nothing)."""
+    n, target = 24, 0.25
     model = ComFaceModel(tiny_config()).eval()
-    figures = calibrate_same_person(model, num_identities=8, target_far=0.25)
-    assert figures["fit"]["far"] <= 0.25
-    assert model.config.same_person_threshold == pytest.approx(figures["threshold"], abs=1e-6)
+    figures = calibrate_same_person(model, num_identities=n, target_far=target)
+    threshold = model.config.same_person_threshold
+    assert threshold == pytest.approx(figures["threshold"], abs=1e-6)
+
+    images, _ = render_identity_pairs(n, SIZE)  # calibrate_same_person's default seeds
+    comparer = FaceComparer(model, None, align=False)
+
+    def cosines(half):
+        e = torch.cat([comparer.embed(comparer.pixel_values(list(half[:, k])))["embedding"][:, None]
+                       for k in (0, 1)], dim=1)  # [identities, 2 renders, d]
+        cross = (e[:, 0] @ e[:, 1].t()).numpy()
+        return np.diag(cross), cross[~np.eye(len(half), dtype=bool)]
+
+    genuine_fit, impostor_fit = cosines(images[: n // 2])
+    genuine_out, impostor_out = cosines(images[n // 2:])
+    assert model.config.same_person_far == pytest.approx(np.mean(impostor_out >= threshold), abs=1e-6)
+    assert model.config.same_person_frr == pytest.approx(np.mean(genuine_out < threshold), abs=1e-6)
+    # The threshold: the lowest cosine that accepts at most `target` of the fit half's impostor pairs.
+    assert np.mean(impostor_fit >= threshold - 1e-6) <= target
+    assert np.mean(impostor_fit >= np.max(impostor_fit[impostor_fit < threshold - 1e-6])) > target
+    # ... and what it promises carries over to identities it never saw (132 impostor pairs: a few points of noise).
+    assert abs(model.config.same_person_far - target) < 0.15, model.config.same_person_far
     with pytest.raises(ValueError, match="no projection head"):
         calibrate_same_person(ComFaceForChangeEstimation(tiny_config()).eval(), num_identities=8)
 
@@ -118,15 +141,23 @@ def test_compare_prints_change_distance_and_same_person(model_dir, photos, tmp_p
                            capsys)
     result = json.loads(out)
     assert result["units"] == ALPHA_UNITS and result["signed"] is False
-    assert result["same_person"] == (result["similarity"] >= result["threshold"])
     assert result["faces"][0]["source"] == "detector"
-    # The numbers are the model's: d = l(ReLU(f(y) - f(x))) on the aligned crops.
+    # The numbers are the model's: d = l(ReLU(f(y) - f(x))) on the aligned crops, the cosine of g(f(.)), and the
+    # verdict from the threshold stored in the folder's config.json (not re-derived from the output's own fields).
     comparer = FaceComparer.from_pretrained(str(model_dir))
     crops = [comparer.align_image(str(p))[0] for p in (photos[0, 0], photos[0, 1])]
+    model = comparer.model
     with torch.no_grad():
         x, y = comparer.pixel_values(crops).chunk(2)
-        expected = comparer.model.compare(x, y).item()
+        expected = model.compare(x, y).item()
+        gx, gy = (torch.nn.functional.normalize(model.projection_head(model.get_image_features(v)), dim=-1)
+                  for v in (x, y))
+        cosine = (gx * gy).sum().item()
     assert result["distance"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert result["similarity"] == pytest.approx(cosine, abs=1e-5)
+    stored = json.loads((model_dir / "config.json").read_text())["same_person_threshold"]
+    assert result["threshold"] == pytest.approx(stored, abs=1e-9)
+    assert result["same_person"] is (cosine >= stored)
 
 
 def test_swapping_the_photos_flips_the_sign_of_the_change(model_dir, photos):
@@ -272,6 +303,83 @@ def test_track_csv_and_its_bad_inputs(model_dir, photos, tmp_path, capsys):
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_series(str(tmp_path / "nowhere"))
+
+
+def test_track_refuses_an_output_folder_that_holds_files_unless_overwrite(model_dir, photos, tmp_path, capsys):
+    series = tmp_path / "series"
+    series.mkdir()
+    for name, key in (("a.png", (0, 0)), ("b.png", (0, 1))):
+        Image.open(photos[key]).save(series / name)
+    out_dir = tmp_path / "out"
+    status, _, err = cli(["track", str(series), "--model", str(model_dir), "--out-dir", str(out_dir)], capsys)
+    assert status == 0, err
+    first = (out_dir / "track.csv").read_bytes()
+    (out_dir / "track.csv").write_text("the first run's results, edited by hand\n")
+
+    # A second run into the same folder is refused, names the flag and leaves the first run's files alone.
+    status, _, err = cli(["track", str(series), "--model", str(model_dir), "--out-dir", str(out_dir)], capsys)
+    assert status == 2 and "--overwrite" in err and "already holds files" in err and "track.csv" in err, err
+    assert (out_dir / "track.csv").read_text() == "the first run's results, edited by hand\n"
+
+    status, _, err = cli(["track", str(series), "--model", str(model_dir), "--out-dir", str(out_dir),
+                          "--overwrite"], capsys)
+    assert status == 0, err
+    assert (out_dir / "track.csv").read_bytes() == first
+
+    empty = tmp_path / "empty"  # an existing but empty folder is not a previous run: used without the flag
+    empty.mkdir()
+    status, _, err = cli(["track", str(series), "--model", str(model_dir), "--out-dir", str(empty)], capsys)
+    assert status == 0 and (empty / "track.csv").is_file(), err
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    status, _, err = cli(["track", str(series), "--model", str(model_dir), "--out-dir", str(a_file),
+                          "--overwrite"], capsys)
+    assert status == 2 and "is a file, not a folder" in err and a_file.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("value, cell", [
+    ("=HYPERLINK(\"http://x\",\"y\").png", "'=HYPERLINK(\"http://x\",\"y\").png"),
+    ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+    ("-1+1", "'-1+1"),
+    ("@SUM(A1:A2)", "'@SUM(A1:A2)"),
+    ("\t=1+1", "'\t=1+1"),
+    ("\r=1+1", "'\r=1+1"),
+    ("-inf", "'-inf"),
+    ("photos/a.jpg", "photos/a.jpg"),
+    ("-0.12", "-0.12"),
+    ("+3", "+3"),
+    ("-1.5e-05", "-1.5e-05"),
+    (-0.12, "-0.12"),
+    (-1.5e-05, "-1.5e-05"),
+    (None, ""),
+    (False, "False"),
+])
+def test_csv_cell_neutralises_formulas_and_keeps_numbers(value, cell):
+    assert csv_cell(value) == cell
+
+
+def test_track_csv_cells_cannot_become_spreadsheet_formulas(model_dir, photos, tmp_path, capsys, monkeypatch):
+    """Photo names and timestamps come from the user's files: in track.csv they must stay text, numbers numbers."""
+    monkeypatch.chdir(tmp_path)  # relative paths in the series CSV stay relative in track.csv's image column
+    evil = '=HYPERLINK("evil.example","x").png'  # a file name cannot hold a slash
+    Image.open(photos[1, 0]).save(tmp_path / evil)
+    Image.open(photos[1, 1]).save(tmp_path / "@later.png")
+    with open(tmp_path / "series.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([("image", "timestamp"), (evil, "-5"), ("@later.png", "=1+1")])
+    status, _, err = cli(["track", "series.csv", "--model", str(model_dir), "--out-dir", "out"], capsys)
+    assert status == 0, err
+    rows = list(csv.DictReader(open(tmp_path / "out" / "track.csv", newline="")))
+    assert [r["image"] for r in rows] == ["'" + evil, "'@later.png"]
+    assert rows[0]["timestamp"] == "-5" and rows[1]["timestamp"] == "'=1+1"
+    for row in rows:
+        for column in ("change", "distance", "similarity"):
+            float(row[column])  # numbers are written as numbers (no quote), negative ones included
+
+    negative = tmp_path / "negative.csv"
+    write_csv([TrackRow("a.png", None, "ok", change=-0.12, distance=0.5, similarity=-0.25)], str(negative))
+    row = next(csv.DictReader(open(negative, newline="")))
+    assert (row["change"], row["similarity"]) == ("-0.12", "-0.25")
 
 
 def test_dlib_identity_check(model_dir, photos, capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
 from pathlib import Path
 
@@ -207,8 +206,10 @@ def test_make_synthetic_task_monkeypatched_import(monkeypatch: pytest.MonkeyPatc
     assert ds.num_rows == 4
 
 
-@pytest.mark.skipif(importlib.util.find_spec("comface_hf.synthesis") is None, reason="generator not present")
 def test_make_synthetic_task_real_generator() -> None:
+    # The package's own generator: imported plainly, so a broken comface_hf.synthesis fails here instead of skipping.
+    import comface_hf.synthesis  # noqa: F401
+
     ds = make_synthetic_task("smile", num_subjects=2, images_per_subject=3, image_size=48, seed=0)
     assert ds.num_rows == 6 and ds[0]["image"].size == (48, 48)
     pairs = sample_change_pairs(ds["subject"], ds["value"], num_pairs_per_subject=3)

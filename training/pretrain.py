@@ -796,9 +796,12 @@ def main(argv: Optional[list[str]] = None) -> Path:
         (output_dir / "metrics.json").write_text(
             json.dumps({"global_step": global_step, **metrics, "history": history}, indent=2))
         if args.push_to_hub:
-            repo = args.hub_model_id or final_dir.resolve().parent.name
-            unwrapped.push_to_hub(repo)
-            processor.push_to_hub(repo)
+            from comface_hf.hub import push_folder_to_hub
+
+            # The saved folder itself (weights, processor, card, same-person calibration, pipeline and remote code);
+            # the model's and processor's own push_to_hub would re-save only their part into a temporary folder.
+            repo = push_folder_to_hub(final_dir, args.hub_model_id or final_dir.resolve().parent.name)
+            print(f"Pushed {final_dir.resolve()} to https://huggingface.co/{repo}")
         name = type(unwrapped).__name__
         lines = [
             "Validation on held-out identities: "

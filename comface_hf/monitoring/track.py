@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,30 @@ def track_series(comparer: Any, items: Sequence[SeriesItem], baseline: Optional[
     return rows
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP's CSV-injection list).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: A plain decimal number: a cell like ``-0.12`` stays a number (a spreadsheet reads it as one, not as a formula).
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def csv_cell(value: Any) -> str:
+    """One CSV cell that a spreadsheet shows as written: text starting with = + - @ tab or CR gets a leading ``'``.
+
+    File names and timestamps come from the user's folder or CSV; a photo named ``=HYPERLINK(...).jpg`` would
+    otherwise become a live formula when track.csv is opened in Excel or LibreOffice. Numbers (``-0.12``, ``1e-05``)
+    are left alone so they stay numbers."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value)
+    if text.startswith(_FORMULA_STARTS) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
 def write_csv(rows: Sequence[TrackRow], path: str) -> None:
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp")
@@ -181,9 +206,8 @@ def write_csv(rows: Sequence[TrackRow], path: str) -> None:
         writer = csv.writer(handle)
         writer.writerow(OUTPUT_COLUMNS)
         for r in rows:
-            writer.writerow([r.image, r.timestamp or "", r.status,
-                             *("" if v is None else f"{v:.6g}" if isinstance(v, float) else v
-                               for v in (r.change, r.distance, r.similarity, r.same_person)), r.message])
+            writer.writerow([csv_cell(v) for v in (r.image, r.timestamp, r.status, r.change, r.distance, r.similarity,
+                                                    r.same_person, r.message)])
     os.replace(tmp, target)
 
 
@@ -227,16 +251,34 @@ def plot_series(rows: Sequence[TrackRow], units: str, path: str, max_thumbnails:
     plt.close(figure)
 
 
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    """Refuse an output path that is a file, or a folder that already holds files, unless ``overwrite``.
+
+    A second run on the same series used to replace the first run's track.csv and track.png without a word."""
+    if out.exists() and not out.is_dir():
+        raise ComFaceInputError(f"the output {str(out)!r} is a file, not a folder; pass --out-dir with a folder path")
+    if out.is_dir() and not overwrite:
+        held = sorted(p.name for p in out.iterdir())
+        if held:
+            shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+            raise ComFaceInputError(
+                f"the output folder {str(out)!r} already holds files ({shown}); pass --overwrite to replace its "
+                "track.csv and track.png, or --out-dir with a new folder"
+            )
+
+
 def run_track(args: Any) -> list[TrackRow]:
     from ..face_comparison import FaceComparer, change_units
 
     items = read_series(args.series)
+    out = Path(args.out_dir or (Path(args.series).with_suffix("") if Path(args.series).is_file()
+                                else Path(args.series)).name + "-track")
+    # Checked before the model is loaded, so a refusal costs nothing.
+    check_output_folder(out, overwrite=getattr(args, "overwrite", False))
     comparer = FaceComparer.from_pretrained(args.model, align=False if args.no_align else True, identity=args.identity)
     start = time.perf_counter()
     rows = track_series(comparer, items, baseline=args.baseline)
     seconds = time.perf_counter() - start
-    out = Path(args.out_dir or (Path(args.series).with_suffix("") if Path(args.series).is_file()
-                                else Path(args.series)).name + "-track")
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, str(out / "track.csv"))
     units = change_units(comparer.config)
@@ -260,3 +302,6 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--baseline", help="the reference photo (default: the first photo of the series)")
     parser.add_argument("--out-dir", help="where track.csv and track.png go (default: <series>-track)")
     parser.add_argument("--no-align", action="store_true", help="the photos already are aligned face crops")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace track.csv and track.png in an output folder that already holds files "
+                             "(without it such a folder is refused)")
