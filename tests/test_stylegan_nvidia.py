@@ -263,16 +263,23 @@ def trainer_args(tmp_path, network_path, out, extra=()):
     w_dirs.mkdir(exist_ok=True)
     for name, v in unit_directions(["Bald", "Eyeglasses"], w_dim=SMALL["w_dim"], seed=4).items():
         np.save(w_dirs / f"{name}.npy", v)
+    z_dirs = tmp_path / "z16_dirs"
+    z_dirs.mkdir(exist_ok=True)
+    for name, v in unit_directions(["Bangs"], w_dim=16, seed=5).items():
+        np.save(z_dirs / f"boundary_{name}.npy", v)
     spec = [{"label": "stylegan2-z", "checkpoint": str(network_path), "directions_dir": str(Z_BOUNDARIES),
              "attributes": "weight,age,smile", "latent_space": "z", "truncation_psi": 0.7},
             {"label": "stylegan2-w", "checkpoint": str(network_path), "directions_dir": str(w_dirs),
-             "latent_space": "w", "seed": 1}]
+             "latent_space": "w", "seed": 1},
+            {"label": "no-mapping", "loader": "tests.test_stylegan_nvidia:make_identity_mapping_generator",
+             "directions_dir": str(z_dirs), "latent_space": "z"}]
     (tmp_path / "generators.json").write_text(json.dumps(spec))
     return ["--generators_file", str(tmp_path / "generators.json"), "--backbone", "test_resnet", "--image_size", "32",
             "--num_identities", "40", "--projection_hidden_size", "32", "--projection_dim", "16",
             "--global_batch_size", "8", "--samples_per_epoch", "16", "--num_epochs", "2", "--validation_pairs", "8",
             "--num_workers", "0", "--report_to", "none", "--logging_steps", "1", "--checkpointing_steps", "2",
-            "--synthesis_dtype", "bfloat16", "--output_dir", str(out), "--debug_dump_dir", str(out / "dump"), *extra]
+            "--synthesis_dtype", "bfloat16", "--trust_loader_code", "--output_dir", str(out), "--debug_dump_dir",
+            str(out / "dump"), *extra]
 
 
 def test_nvidia_pickle_streams_z_and_w_edits_in_bfloat16_and_resumes_exactly(tmp_path, network, monkeypatch):
@@ -284,7 +291,9 @@ def test_nvidia_pickle_streams_z_and_w_edits_in_bfloat16_and_resumes_exactly(tmp
     main(trainer_args(tmp_path, path, reference))
     ref = json.loads((reference / "dump" / "rank0.json").read_text())
     config = json.loads((reference / "model" / "config.json").read_text())
-    z_gen, w_gen = config["pretraining_generators"]
+    z_gen, w_gen, plain = config["pretraining_generators"]
+    assert plain["mapping_network"] is False and plain["directions"] == "z" and plain["attributes"] == ["Bangs"]
+    assert plain["generator_class"] == "tests.test_stylegan_nvidia.IdentityMappingGenerator"
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     for d in (z_gen, w_gen):
         assert d["generator_class"] == "training.networks.Generator"
@@ -301,10 +310,11 @@ def test_nvidia_pickle_streams_z_and_w_edits_in_bfloat16_and_resumes_exactly(tmp
     main(trainer_args(tmp_path, path, stopped, ["--max_steps", "2"]))
     main(trainer_args(tmp_path, path, stopped, ["--resume_from_checkpoint", "latest"]))
     got = json.loads((stopped / "dump" / "rank0.json").read_text())
+    assert got["pairs"][0] == ref["pairs"][2] != ref["pairs"][0]  # resumed at step 3 (not restarted), same pairs
     assert got["weights_sha256"] == ref["weights_sha256"]
 
 
-def test_the_trainer_refuses_to_guess_the_latent_space(tmp_path, network, monkeypatch):
+def test_the_trainer_refuses_to_guess_the_latent_space(tmp_path, network, monkeypatch, capsys):
     from training.pretrain import main
 
     nvidia_on_path(monkeypatch)
@@ -315,4 +325,8 @@ def test_the_trainer_refuses_to_guess_the_latent_space(tmp_path, network, monkey
         main(args)
     with pytest.raises(ValueError, match=r"size 512 .*latent_space 'z'"):
         main(args + ["--latent_space", "w"])
+    (tmp_path / "config.json").write_text(json.dumps({"trust_loader_code": True}))
+    with pytest.raises(SystemExit):  # the opt-in to run a file's code cannot come from a file
+        main(args + ["--latent_space", "z", "--config_file", str(tmp_path / "config.json")])
+    assert "only by --trust_loader_code on the command line" in capsys.readouterr().err
     assert not (tmp_path / "o" / "model").exists()

@@ -101,7 +101,8 @@ class PretrainArguments:
                                  "(NVIDIA networks: float16 = their own fp16 layers, on CUDA)."})
     identity_cache_size: int = field(default=300_000, metadata={"help": "Identities whose w stays cached (0: none)."})
     generators_file: Optional[str] = field(default=None, metadata={"help": "JSON list of generators mixed in one run, "
-                                           "each owning its attributes (see README)."})
+                                           "each owning its attributes (see README). A 'loader' import path in it is "
+                                           "code: it runs only with --trust_loader_code."})
     # model and losses
     backbone: str = "resnet18"
     projection_hidden_size: int = 512
@@ -202,6 +203,9 @@ def parse_arguments(argv: Optional[list[str]] = None) -> PretrainArguments:
         unknown = set(from_file) - set(values)
         if unknown:
             parser.error(f"unknown option(s) in {args.config_file}: {', '.join(sorted(unknown))}")
+        if "trust_loader_code" in from_file:  # the opt-in to run a file's code cannot come from a file
+            parser.error(f"{args.config_file} sets trust_loader_code: running an import-path loader is allowed only by "
+                         "--trust_loader_code on the command line itself")
         values.update({k: v for k, v in from_file.items() if k not in explicit})
     args = PretrainArguments(**values)
     args.output_dir = args.output_dir or f"outputs/{args.method}-{args.preset}"
