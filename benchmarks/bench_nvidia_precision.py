@@ -7,8 +7,8 @@ is built with random weights by NVIDIA's ``construct_class_by_name`` in NVIDIA's
 layers, the 4 highest resolutions in fp16 with conv_clamp 256) at a width this CPU can run, and pickled as NVIDIA's
 training loop does. Same run, same machine, same latents (z-space edits of 32 identities):
 
-* before: what ``LatentEditGenerator`` called until issue 25: ``G.synthesis(ws, noise_mode='const')`` for float32 (NVIDIA's
-  fp16 blocks then run in emulated fp16 on a CPU), and the same under ``torch.autocast`` for bfloat16 / float16
+* before: what ``LatentEditGenerator`` called until issue 25: ``G.synthesis(ws, noise_mode='const')`` for float32
+  (NVIDIA's fp16 blocks then run in fp16 on a CPU), and the same under ``torch.autocast`` for bfloat16 / float16
   (NVIDIA's ``assert x.dtype == dtype`` stops it: recorded as the error);
 * after: ``LatentEditGenerator.render`` with ``synthesis_dtype`` float32 (``force_fp32=True``), bfloat16 (per-layer
   autocast in float32 blocks) and float16 (NVIDIA's fp16 layers on CUDA; float32 on a CPU, with a warning).
@@ -92,7 +92,7 @@ def main() -> None:
                 return (G.synthesis(ws, noise_mode="const").float().clamp(-1, 1) + 1) / 2
         try:
             images, times = timed(before, args.repeats if dtype == "float32" else 0)
-            rows.append(("before", dtype, images, times, "NVIDIA's fp16 blocks emulated on the CPU"))
+            rows.append(("before", dtype, images, times, "NVIDIA's fp16 blocks in fp16 on the CPU"))
         except AssertionError as err:
             rows.append(("before", dtype, None, [], f"AssertionError {str(err) or '(bare)'}: NVIDIA's dtype check"))
     for dtype in DTYPES:  # after

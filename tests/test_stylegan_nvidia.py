@@ -99,7 +99,8 @@ def test_streamed_pixels_are_nvidias_and_fixed(G):
 
 # ------------------------------------------------------------------------------------------------ precision
 def test_precisions_run_through_nvidias_own_mechanisms_on_cpu(G):
-    """bfloat16 used to stop on NVIDIA's `assert x.dtype == dtype`; float32 used to run the fp16 blocks (slow on CPU)."""
+    """bfloat16 used to stop on NVIDIA's `assert x.dtype == dtype`; float32 used to run the fp16 blocks (slow on a
+    CPU without fast fp16)."""
     ids, attrs, alphas = torch.arange(6), torch.zeros(6, dtype=torch.long), torch.linspace(-5, 5, 6)
 
     def make(dtype):
@@ -319,7 +320,8 @@ def test_the_trainer_refuses_to_guess_the_latent_space(tmp_path, network, monkey
 
     nvidia_on_path(monkeypatch)
     args = ["--generator", "latent-edit", "--generator_checkpoint", str(network[0]), "--directions_dir",
-            str(Z_BOUNDARIES), "--attributes", "age,Male", "--backbone", "test_resnet", "--image_size", "32", "--report_to", "none",
+            str(Z_BOUNDARIES), "--attributes", "age,Male", "--backbone", "test_resnet", "--image_size", "32",
+            "--report_to", "none",
             "--output_dir", str(tmp_path / "o")]
     with pytest.raises(ComFaceInputError, match=r"say which latent space.*--latent_space z"):
         main(args)

@@ -415,8 +415,11 @@ def stream_card_text(args: PretrainArguments, generator) -> str:
                   else "")
         edit = {"z": "z + alpha * n, then the mapping network", "W": "w + alpha * n", "W+": "w + alpha * n per layer"}
         derived = "".join(f", {k} = {v}" for k, v in d.get("attribute_sources", {}).items())
+        how = edit.get(d.get("directions"), "its own edit")
+        if d.get("mapping_network") is False:
+            how = "z + alpha * n, no mapping network"
         parts.append(f"{d['label']} ({d['generator_class']}{source}, {d.get('resolution') or '?'} px, "
-                     f"{d.get('directions', 'own')} directions ({edit.get(d.get('directions'), 'its own edit')}{derived})"
+                     f"{d.get('directions', 'own')} directions ({how}{derived})"
                      f", psi {d.get('truncation_psi', 1)}, synthesis {d.get('synthesis_precision', 'float32')}): "
                      f"{len(d['attributes'])} attributes ({', '.join(d['attributes'])}), {100 * d['share']:.1f}% of pairs")
     return (f"Latent edits streamed from {len(parts)} generator(s) on the training device, mixed in each "

@@ -155,8 +155,9 @@ def identity_z(seed: int, identities: Sequence[int], z_dim: int) -> torch.Tensor
 
 
 SYNTHESIS_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-#: Devices where NVIDIA's fp16 layers are fast. Elsewhere (CPU) fp16 is emulated: StyleGAN2-ADA's fp16 blocks cost ~10x
-#: their float32 time on a CPU (BENCHMARKS), so they run in float32 there (NVIDIA's force_fp32).
+#: Devices where NVIDIA's fp16 layers are fast. On a CPU StyleGAN2-ADA's fp16 blocks took 11.8x their float32 time
+#: without native fp16 (AVX2) and were no faster with it (AVX512-FP16) (BENCHMARKS, issue 25), so they run in float32
+#: there (NVIDIA's force_fp32; StyleGAN3 does the same on its own).
 FAST_FP16_DEVICES = ("cuda",)
 
 
@@ -530,9 +531,9 @@ def _precision_plan(G: Any, name: str, device: torch.device, kwargs: dict) -> tu
         return dtype, "float32" if dtype is None else f"{name} autocast"
     if name == "float16":
         if device.type not in FAST_FP16_DEVICES:
-            warnings.warn(f"synthesis_dtype='float16' on {device.type}: this device has no fast float16, and NVIDIA's "
-                          "fp16 layers would run several times slower than float32 here; synthesising in float32 "
-                          "(force_fp32=True).")
+            warnings.warn(f"synthesis_dtype='float16' on {device.type}: this device has no fast float16 (NVIDIA's fp16 "
+                          "layers ran 11.8x slower than float32 on a CPU without native fp16, and no faster with it); "
+                          "synthesising in float32 (force_fp32=True).")
             kwargs["force_fp32"] = True
             return None, "float32 (NVIDIA force_fp32; float16 asked for on a device without fast fp16)"
         if not any(b.use_fp16 for b in blocks):

@@ -117,7 +117,8 @@ def generator_class_name(G: Any) -> str:
         except (OSError, UnicodeDecodeError):
             continue
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    return f"<NVIDIA module, source sha256 {digest}, not in {root / 'training' if root else 'any clone on the path'}>.{name}"
+    where = root / "training" if root else "any clone on the path"
+    return f"<NVIDIA module, source sha256 {digest}, not in {where}>.{name}"
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
