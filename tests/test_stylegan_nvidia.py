@@ -123,6 +123,19 @@ def test_precisions_run_through_nvidias_own_mechanisms_on_cpu(G):
     assert 0 < (half - full).abs().mean() < 0.01 and (half - full).abs().max() < 0.1  # lower precision, same faces
     assert "bfloat16" in bf16.synthesis_precision and "force_fp32" in bf16.synthesis_precision
     assert _unused_hooks(G) == 0 and not torch.is_autocast_enabled("cpu")  # nothing left behind on G
+    layer = G.synthesis.b32.conv1
+
+    def broken(*args, **kwargs):
+        raise RuntimeError('"bias_act_cuda" not implemented for \'BFloat16\'')  # what NVIDIA's CUDA plugins say
+
+    layer.forward = broken
+    try:
+        with pytest.raises(ComFaceInputError, match=r"(?s)synthesis_dtype='bfloat16'.*BFloat16.*use --synthesis_dtype "
+                                                    r"float16"):
+            bf16.render(ids, attrs, alphas)
+    finally:
+        del layer.forward
+    assert _unused_hooks(G) == 0 and not torch.is_autocast_enabled("cpu")  # also when a layer raised
 
     with pytest.warns(UserWarning, match="no fast float16"):
         fp16 = make("float16")
