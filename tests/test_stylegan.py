@@ -91,7 +91,7 @@ def test_nvidia_pickle_without_nvidia_code_says_what_to_put_on_the_path(nvidia_p
     folder, _, code = nvidia_pickle
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(code)])
     for name in [m for m in sys.modules if m.split(".")[0] in ("torch_utils", "dnnlib")]:
-        monkeypatch.delitem(sys.modules, name)
+        del sys.modules[name]  # not monkeypatch.delitem: its undo would bring the stand-ins back after the fixture
     with pytest.raises(ComFaceInputError, match=r"(?s)dnnlib and torch_utils cannot be imported.*PYTHONPATH=/path/to/stylegan3"):
         load_nvidia_pickle(folder / "network.pkl")
 

@@ -34,9 +34,26 @@ def network(tmp_path_factory):
     return path, info
 
 
+def _nvidia_modules() -> dict:
+    return {k: v for k, v in sys.modules.items() if k.split(".")[0] in ("torch_utils", "dnnlib")}
+
+
 @pytest.fixture
-def G(network, monkeypatch):
+def nvidia_code(monkeypatch):
+    """NVIDIA's dnnlib / torch_utils from ../shared, whatever other tests imported under those names before; the
+    earlier modules are put back afterwards and NVIDIA's dropped."""
+    saved = _nvidia_modules()
+    for name in saved:
+        del sys.modules[name]
     nvidia_on_path(monkeypatch)
+    yield
+    for name in _nvidia_modules():
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
+@pytest.fixture
+def G(network, nvidia_code):
     return load_nvidia_pickle(network[0])
 
 
@@ -220,14 +237,11 @@ class Generator(_Generator):
 @pytest.fixture
 def own_nvidia_modules():
     """Whatever torch_utils / dnnlib modules a test imports are dropped afterwards and the earlier ones put back."""
-    def ours():
-        return {k: v for k, v in sys.modules.items() if k.split(".")[0] in ("torch_utils", "dnnlib")}
-
-    saved = ours()
+    saved = _nvidia_modules()
     for name in saved:
         del sys.modules[name]
     yield
-    for name in ours():
+    for name in _nvidia_modules():
         del sys.modules[name]
     sys.modules.update(saved)
 
@@ -296,10 +310,9 @@ def trainer_args(tmp_path, network_path, out, extra=()):
             str(out / "dump"), *extra]
 
 
-def test_nvidia_pickle_streams_z_and_w_edits_in_bfloat16_and_resumes_exactly(tmp_path, network, monkeypatch):
+def test_nvidia_pickle_streams_z_and_w_edits_in_bfloat16_and_resumes_exactly(tmp_path, network, nvidia_code):
     from training.pretrain import main
 
-    nvidia_on_path(monkeypatch)
     path, _ = network
     reference = tmp_path / "reference"
     main(trainer_args(tmp_path, path, reference))
@@ -328,10 +341,9 @@ def test_nvidia_pickle_streams_z_and_w_edits_in_bfloat16_and_resumes_exactly(tmp
     assert got["weights_sha256"] == ref["weights_sha256"]
 
 
-def test_the_trainer_refuses_to_guess_the_latent_space(tmp_path, network, monkeypatch, capsys):
+def test_the_trainer_refuses_to_guess_the_latent_space(tmp_path, network, nvidia_code, capsys):
     from training.pretrain import main
 
-    nvidia_on_path(monkeypatch)
     args = ["--generator", "latent-edit", "--generator_checkpoint", str(network[0]), "--directions_dir",
             str(Z_BOUNDARIES), "--attributes", "age,Male", "--backbone", "test_resnet", "--image_size", "32",
             "--report_to", "none",
