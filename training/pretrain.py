@@ -359,9 +359,8 @@ def generator_specs(args: PretrainArguments) -> list[dict]:
 def build_stream_generator(args: PretrainArguments, device: torch.device):
     """The run's generator(s) on the training device; several become a GeneratorMixture."""
     from comface_hf.synthesis import get_generator
-    from comface_hf.synthesis.latent_edit import LatentEditGenerator, load_directions
+    from comface_hf.synthesis.latent_edit import LATENT_SPACES, LatentEditGenerator, load_directions
     from comface_hf.synthesis.mixture import AttributeSubset, GeneratorMixture
-    from comface_hf.synthesis.latent_edit import LATENT_SPACES
     from comface_hf.synthesis.stylegan import file_sha256, load_generator
 
     members, labels = [], []

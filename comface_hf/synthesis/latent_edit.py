@@ -37,8 +37,9 @@ LATENT_SPACES = ("w", "z")
 #: InterFaceGAN's file names: ``boundary_<attribute>.npy``.
 BOUNDARY_PREFIX = "boundary_"
 #: The paper's attributes that are not CelebA attributes, from InterFaceGAN's CelebA boundaries: (boundary, sign).
-#: CelebA's Young is positive for younger faces, so age (older for positive alpha) is -Young; weight is Chubby (the
-#: paper's weight direction [50] changes face fullness, which is what CelebA's Chubby labels); smile is Smiling.
+#: An InterFaceGAN boundary points to where its attribute is present, so Young points to younger faces and age (older
+#: for positive alpha) is -Young; weight is Chubby (CelebA's label for a fuller face, the nearest CelebA has to body
+#: weight); smile is Smiling.
 PAPER_FROM_CELEBA: Dict[str, tuple] = {"weight": ("Chubby", 1.0), "age": ("Young", -1.0), "smile": ("Smiling", 1.0)}
 
 
