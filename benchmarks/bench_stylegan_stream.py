@@ -86,7 +86,8 @@ def trainer_rate(generator: str, steps: int, device: str, tmp: Path) -> dict:
         for name, v in unit_directions(ATTRIBUTES, w_dim=NET["w_dim"]).items():
             np.save(dirs / f"{name}.npy", v)
         args += ["--generator", "latent-edit", "--generator_loader", "tests.stylegan_fixture:make_generator",
-                 "--generator_kwargs", json.dumps(NET), "--directions_dir", str(dirs)]
+                 "--trust_loader_code", "--generator_kwargs", json.dumps(NET), "--directions_dir", str(dirs),
+                 "--latent_space", "w"]
     if device == "cuda":
         args += ["--mixed_precision", "bf16"]
     main(args)

@@ -91,16 +91,27 @@ def test_nvidia_pickle_without_nvidia_code_says_what_to_put_on_the_path(nvidia_p
     folder, _, code = nvidia_pickle
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(code)])
     for name in [m for m in sys.modules if m.split(".")[0] in ("torch_utils", "dnnlib")]:
-        monkeypatch.delitem(sys.modules, name)
+        del sys.modules[name]  # not monkeypatch.delitem: its undo would bring the stand-ins back after the fixture
     with pytest.raises(ComFaceInputError, match=r"(?s)dnnlib and torch_utils cannot be imported.*PYTHONPATH=/path/to/stylegan3"):
         load_nvidia_pickle(folder / "network.pkl")
 
 
 def test_a_loader_must_return_a_generator():
     with pytest.raises(ComFaceInputError, match="not a StyleGAN generator"):
-        load_generator("torch.nn:Linear", None, in_features=2, out_features=2)
+        load_generator("torch.nn:Linear", None, trust_code=True, in_features=2, out_features=2)
     with pytest.raises(ComFaceInputError, match="Unknown generator loader"):
         load_generator("stylegan-from-the-moon")
+
+
+def test_an_import_path_loader_is_code_and_runs_only_when_trusted(tmp_path):
+    """Issue 23: 'os:system' as a loader would run its checkpoint string as a shell command."""
+    marker = tmp_path / "ran"
+    with pytest.raises(ComFaceInputError, match=r"(?s)'os:system' is code.*shell command.*--trust_loader_code"):
+        load_generator("os:system", f"touch {marker}")
+    assert not marker.exists()
+    with pytest.raises(ComFaceInputError, match="trust_loader_code"):
+        load_generator(FIXTURE)
+    assert load_generator(FIXTURE, trust_code=True).z_dim == 32
 
 
 # ------------------------------------------------------------------------------------------------ boundaries
@@ -192,15 +203,15 @@ def trainer_args(tmp_path, out, extra=()):
     dirs_a = save_directions(tmp_path / "dirs_a", unit_directions(["weight", "age", "smile"], w_dim=32, seed=1))
     dirs_b = save_directions(tmp_path / "dirs_b", unit_directions(["Male", "Young"], w_dim=32, num_ws=10, seed=2))
     spec = [{"label": "stylegan", "loader": FIXTURE, "kwargs": {"seed": 0, "channels": 8},
-             "directions_dir": str(dirs_a)},
+             "directions_dir": str(dirs_a), "latent_space": "w"},
             {"label": "stylegan3", "loader": FIXTURE, "kwargs": {"seed": 1, "img_resolution": 64, "channels": 4},
-             "directions_dir": "dirs_b"}]  # relative to the file
+             "directions_dir": "dirs_b", "latent_space": "w"}]  # relative to the file
     (tmp_path / "generators.json").write_text(json.dumps(spec))
     return ["--generators_file", str(tmp_path / "generators.json"), "--backbone", "test_resnet", "--image_size", "32",
             "--num_identities", "40", "--projection_hidden_size", "32", "--projection_dim", "16",
             "--global_batch_size", "8", "--samples_per_epoch", "32", "--num_epochs", "2", "--validation_pairs", "16",
             "--num_workers", "0", "--report_to", "none", "--logging_steps", "1", "--checkpointing_steps", "2",
-            "--output_dir", str(out), "--debug_dump_dir", str(out / "dump"), *extra]
+            "--output_dir", str(out), "--debug_dump_dir", str(out / "dump"), "--trust_loader_code", *extra]
 
 
 def test_two_stylegans_stream_through_the_trainer_and_resume_exactly_past_a_damaged_checkpoint(tmp_path):
@@ -248,8 +259,12 @@ def test_trainer_generator_options_fail_clearly(tmp_path):
     dirs = save_directions(tmp_path / "d", unit_directions(["age"], w_dim=32))
     spec = [{"loader": FIXTURE, "directions_dir": str(dirs)}, {"generator": "embedded", "attributes": "age"}]
     (tmp_path / "g.json").write_text(json.dumps(spec))
+    with pytest.raises(ComFaceInputError, match=r"(?s)--latent_space z \(InterFaceGAN's public.*--latent_space w"):
+        main(base + ["--generators_file", str(tmp_path / "g.json"), "--trust_loader_code"])
+    with pytest.raises(ComFaceInputError, match=r"is code.*--trust_loader_code"):
+        main(base + ["--generators_file", str(tmp_path / "g.json"), "--latent_space", "w"])
     with pytest.raises(ValueError, match="'age' is edited by both"):
-        main(base + ["--generators_file", str(tmp_path / "g.json")])
+        main(base + ["--generators_file", str(tmp_path / "g.json"), "--latent_space", "w", "--trust_loader_code"])
     (tmp_path / "bad.json").write_text(json.dumps([{"loader": FIXTURE, "direction": "x"}]))
     with pytest.raises(ComFaceInputError, match="unknown key"):
         main(base + ["--generators_file", str(tmp_path / "bad.json")])

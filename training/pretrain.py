@@ -81,19 +81,28 @@ class PretrainArguments:
     # several generators mixed, each owning its attributes
     generator: str = field(default="embedded", metadata={"help": "embedded, or latent-edit (a StyleGAN + boundaries)."})
     generator_loader: str = field(default="nvidia-pickle", metadata={"help": "latent-edit: nvidia-pickle (NVIDIA's "
-                                  "StyleGAN2-ADA/StyleGAN3 *.pkl, G_ema) or package.module:callable."})
+                                  "StyleGAN2-ADA/StyleGAN3 *.pkl, G_ema) or package.module:callable (code: needs "
+                                  "--trust_loader_code)."})
+    trust_loader_code: bool = field(default=False, metadata={"help": "Allow --generator_loader / a generators file's "
+                                    "'loader' to be an import path: it imports and calls that code."})
     generator_checkpoint: Optional[str] = field(default=None, metadata={"help": "latent-edit: local path of the network "
                                                 "(a pickle runs code when loaded: only files you trust)."})
     generator_kwargs: Optional[str] = field(default=None, metadata={"help": "latent-edit: JSON keyword arguments for the loader."})
     directions_dir: Optional[str] = field(default=None, metadata={"help": "latent-edit: folder of InterFaceGAN "
-                                          "<attribute>.npy boundaries ([1, w_dim] W or [1, num_ws*w_dim] W+)."})
+                                          "[boundary_]<attribute>.npy boundaries ([1, z_dim] z, [1, w_dim] W or "
+                                          "[1, num_ws*w_dim] W+)."})
+    latent_space: Optional[str] = field(default=None, metadata={"help": "latent-edit, required: z or w, the space the "
+                                        "boundaries were computed in (InterFaceGAN's public StyleGAN2/3 FFHQ "
+                                        "boundaries are z). W+ is told by a boundary's size."})
     normalize_directions: bool = field(default=False, metadata={"help": "Divide boundaries by their norm (default: "
                                        "refuse non-unit ones)."})
     truncation_psi: float = 1.0
-    synthesis_dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16 StyleGAN synthesis."})
+    synthesis_dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16 StyleGAN synthesis "
+                                 "(NVIDIA networks: float16 = their own fp16 layers, on CUDA)."})
     identity_cache_size: int = field(default=300_000, metadata={"help": "Identities whose w stays cached (0: none)."})
     generators_file: Optional[str] = field(default=None, metadata={"help": "JSON list of generators mixed in one run, "
-                                           "each owning its attributes (see README)."})
+                                           "each owning its attributes (see README). A 'loader' import path in it is "
+                                           "code: it runs only with --trust_loader_code."})
     # model and losses
     backbone: str = "resnet18"
     projection_hidden_size: int = 512
@@ -194,6 +203,9 @@ def parse_arguments(argv: Optional[list[str]] = None) -> PretrainArguments:
         unknown = set(from_file) - set(values)
         if unknown:
             parser.error(f"unknown option(s) in {args.config_file}: {', '.join(sorted(unknown))}")
+        if "trust_loader_code" in from_file:  # the opt-in to run a file's code cannot come from a file
+            parser.error(f"{args.config_file} sets trust_loader_code: running an import-path loader is allowed only by "
+                         "--trust_loader_code on the command line itself")
         values.update({k: v for k, v in from_file.items() if k not in explicit})
     args = PretrainArguments(**values)
     args.output_dir = args.output_dir or f"outputs/{args.method}-{args.preset}"
@@ -327,7 +339,7 @@ def generator_specs(args: PretrainArguments) -> list[dict]:
         if not isinstance(specs, list) or not specs or not all(isinstance(s, dict) for s in specs):
             raise ComFaceInputError(f"--generators_file {path} must hold a non-empty JSON list of objects.")
         known = {"label", "generator", "loader", "checkpoint", "kwargs", "directions_dir", "attributes",
-                 "truncation_psi", "normalize_directions", "seed"}
+                 "truncation_psi", "normalize_directions", "seed", "latent_space"}
         for spec in specs:
             if set(spec) - known:
                 raise ComFaceInputError(f"{path}: unknown key(s) {', '.join(sorted(set(spec) - known))}; "
@@ -340,16 +352,16 @@ def generator_specs(args: PretrainArguments) -> list[dict]:
         raise ComFaceInputError(f"--generator must be embedded or latent-edit, got {args.generator!r}")
     return [{"label": args.generator, "generator": args.generator, "loader": args.generator_loader,
              "checkpoint": args.generator_checkpoint, "kwargs": json.loads(args.generator_kwargs or "{}"),
-             "directions_dir": args.directions_dir, "attributes": args.attributes,
+             "directions_dir": args.directions_dir, "attributes": args.attributes, "latent_space": args.latent_space,
              "truncation_psi": args.truncation_psi, "normalize_directions": args.normalize_directions}]
 
 
 def build_stream_generator(args: PretrainArguments, device: torch.device):
     """The run's generator(s) on the training device; several become a GeneratorMixture."""
     from comface_hf.synthesis import get_generator
-    from comface_hf.synthesis.latent_edit import LatentEditGenerator, load_directions
+    from comface_hf.synthesis.latent_edit import LATENT_SPACES, LatentEditGenerator, load_directions
     from comface_hf.synthesis.mixture import AttributeSubset, GeneratorMixture
-    from comface_hf.synthesis.stylegan import load_generator
+    from comface_hf.synthesis.stylegan import file_sha256, load_generator
 
     members, labels = [], []
     for i, spec in enumerate(generator_specs(args)):
@@ -368,7 +380,18 @@ def build_stream_generator(args: PretrainArguments, device: torch.device):
             if spec.get("loader", "nvidia-pickle") == "nvidia-pickle" and not spec.get("checkpoint"):
                 raise ComFaceInputError(f"Generator {label!r}: pass the network pickle's local path "
                                         "(--generator_checkpoint path/to/network.pkl).")
-            G = load_generator(spec.get("loader", "nvidia-pickle"), spec.get("checkpoint"), **spec.get("kwargs", {}))
+            space = spec.get("latent_space", args.latent_space)
+            if space not in LATENT_SPACES:  # asked for, never guessed: z boundaries applied in W edit nothing
+                raise ComFaceInputError(
+                    f"Generator {label!r}: say which latent space its boundaries were computed in: --latent_space z "
+                    "(InterFaceGAN's public StyleGAN2/StyleGAN3 FFHQ boundaries, boundary_<attribute>.npy: edited "
+                    "before the mapping network) or --latent_space w (W boundaries; W+ ones are told by their size)"
+                    f"; in a generators file, \"latent_space\": \"z\" or \"w\". Got {space!r}.")
+            G = load_generator(spec.get("loader", "nvidia-pickle"), spec.get("checkpoint"),
+                               trust_code=args.trust_loader_code, **spec.get("kwargs", {}))
+            checkpoint = spec.get("checkpoint")
+            provenance = ({"checkpoint": Path(checkpoint).name, "checkpoint_sha256": file_sha256(checkpoint)}
+                          if checkpoint and Path(checkpoint).is_file() else {})
             directions = load_directions(spec["directions_dir"])
             names = list(directions) if attributes == "all" else [a.strip() for a in attributes.split(",")]
             members.append(LatentEditGenerator(
@@ -376,7 +399,7 @@ def build_stream_generator(args: PretrainArguments, device: torch.device):
                 truncation_psi=spec.get("truncation_psi", 1.0), device=device, alpha_min=args.alpha_min,
                 alpha_max=args.alpha_max, normalize_directions=True if spec.get("normalize_directions") else None,
                 synthesis_dtype=args.synthesis_dtype, identity_cache_size=args.identity_cache_size,
-                compile=args.compile_generator))
+                compile=args.compile_generator, latent_space=space, provenance=provenance))
         else:
             raise ComFaceInputError(f"Generator {label!r}: 'generator' must be embedded or latent-edit, got {kind!r}")
         labels.append(label)
@@ -387,10 +410,18 @@ def stream_card_text(args: PretrainArguments, generator) -> str:
     """The model card's training-data line for a run streamed from StyleGAN(s)."""
     parts = []
     for d in generator.describe():
-        parts.append(f"{d['label']} ({d['generator_class']}, {d.get('resolution') or '?'} px, "
-                     f"{d.get('directions', 'own')} directions, psi {d.get('truncation_psi', 1)}): "
+        source = (f", checkpoint {d['checkpoint']} sha256 {d['checkpoint_sha256']}" if d.get("checkpoint_sha256")
+                  else "")
+        edit = {"z": "z + alpha * n, then the mapping network", "W": "w + alpha * n", "W+": "w + alpha * n per layer"}
+        derived = "".join(f", {k} = {v}" for k, v in d.get("attribute_sources", {}).items())
+        how = edit.get(d.get("directions"), "its own edit")
+        if d.get("mapping_network") is False:
+            how = "z + alpha * n, no mapping network"
+        parts.append(f"{d['label']} ({d['generator_class']}{source}, {d.get('resolution') or '?'} px, "
+                     f"{d.get('directions', 'own')} directions ({how}{derived})"
+                     f", psi {d.get('truncation_psi', 1)}, synthesis {d.get('synthesis_precision', 'float32')}): "
                      f"{len(d['attributes'])} attributes ({', '.join(d['attributes'])}), {100 * d['share']:.1f}% of pairs")
-    return (f"Latent edits w + alpha * n streamed from {len(parts)} generator(s) on the training device, mixed in each "
+    return (f"Latent edits streamed from {len(parts)} generator(s) on the training device, mixed in each "
             f"batch in proportion to their attribute counts: " + "; ".join(parts) + f". {args.num_identities} "
             f"identities per generator split 90/10 by identity, alpha in [{args.alpha_min}, {args.alpha_max}] step "
             f"{args.alpha_step}, resized to {args.image_size} px.")
