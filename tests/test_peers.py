@@ -202,7 +202,7 @@ def test_save_model_writes_an_estimator_in_task_units_that_compare_uses(tmp_path
     # The same numbers as the saved head on the peer's vectors, computed by hand.
     head = comparer.model.difference_head.linear
     v = signed_features(get_peer("dlib-landmarks").features([np.asarray(r["image"].convert("RGB")) for r in rows]))
-    expected = np.maximum(v[1:] - v[:1], 0) @ head.weight.detach().double().numpy()[0] + float(head.bias)
+    expected = np.maximum(v[1:] - v[:1], 0) @ head.weight.detach().double().numpy()[0] + float(head.bias.detach())
     assert np.allclose([r.change for r in results], expected, atol=1e-4)
     # The pipeline loads the same folder and gives the same number.
     from transformers import pipeline
@@ -229,3 +229,25 @@ def test_zero_shot_row_only_for_a_peer_that_estimates_the_quantity(tmp_path):
     assert (tmp_path / "z" / "results.json").is_file() and (tmp_path / "z" / "predictions.csv").is_file()
     with pytest.raises(ValueError, match="does not estimate"):
         run_zero_shot("fgnet", "dlib-landmarks", data=data, pairs=pairs, folds=2)
+
+
+def test_fine_tuning_a_fused_model_trains_f_with_the_peer_vectors_as_fixed_inputs(smile_task):
+    """--extra_features with --mode finetune: f learns, the peers' vectors enter the head unchanged."""
+    from comface_hf.transfer import TransferSettings, build_change_model, make_folds, run_fold, sample_task_pairs
+
+    torch.manual_seed(0)
+    spec = build_change_model("scratch", "finetune", image_size=32, backbone="test_resnet",
+                              extra_features=["dlib-landmarks"])
+    before = {k: v.clone() for k, v in spec.model.backbone.backbone.state_dict().items()}
+    pairs = sample_task_pairs(smile_task, pairs_per_subject=4)
+    result = run_fold(spec, "finetune", smile_task, pairs, make_folds(pairs, n_folds=2)[0],
+                      TransferSettings(epochs=1, show_progress=False))
+    after = result.model.backbone.backbone.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+    assert np.isfinite(result.metrics["mae"])
+    crops = [np.asarray(smile_task.dataset[i]["image"].convert("RGB")) for i in range(2)]
+    pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        h = result.model.backbone(pixels)
+    v = get_peer("dlib-landmarks").features(crops)
+    assert torch.allclose(h[:, -2 * 136:], torch.from_numpy(signed_features(v)).float(), atol=1e-5)
