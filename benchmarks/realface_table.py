@@ -49,7 +49,7 @@ from accelerate import Accelerator  # noqa: E402
 
 from comface_hf.peers import PEERS  # noqa: E402
 from comface_hf.transfer import (  # noqa: E402
-    ALIGN_MODES, HEAD_INITS, LINEAR_SOLVERS, RIDGE_SELECTIONS, TransferSettings, load_task_dataset,
+    ALIGN_MODES, HEAD_INITS, LINEAR_SOLVERS, LINEAR_SELECTIONS, TransferSettings, load_task_dataset,
     run_protocol, run_zero_shot, sample_task_pairs,
 )
 
@@ -129,7 +129,7 @@ def finished_records(out: Path, names: dict[str, str]) -> list[dict]:
             "dataset": ds, "task": task, "what": what, "align": align, "actual_align": results[0]["settings"]["align"],
             "mode": mode, "method": names.get(slug, results[0]["method"]), "init": init, "extra_features": extra,
             "kind": init_kind(init, extra), "seeds": seeds,
-            "penalty_selection": results[0]["settings"].get("ridge_selection"),
+            "penalty_selection": results[0]["settings"].get("linear_selection"),
             "linear_solver": results[0]["settings"].get("linear_solver"),
             "deterministic_over_seeds": mode in ("linear", "zero_shot") and init != "scratch", "folds": folds,
             "no_change_mae": no_change, "num_pairs": results[0]["data"]["num_pairs"],
@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--fusion", action="append", default=[],
                         help="'ROW=peer,peer': the row named ROW (a --checkpoint name or 'Scratch') with the peers' "
                              "vectors appended to its features (linear; repeatable)")
-    parser.add_argument("--ridge_selection", default="cv", choices=RIDGE_SELECTIONS,
+    parser.add_argument("--linear_selection", default="cv", choices=LINEAR_SELECTIONS,
                         help="how the closed-form head's penalty is chosen; run names do not record it: give each "
                              "choice its own --out")
     parser.add_argument("--linear_solver", default="closed_form", choices=LINEAR_SOLVERS,
@@ -281,7 +281,7 @@ def main() -> None:
                     continue
                 _load(data_cache, ds, align, folders, image_size, args.cache_dir, accelerator)
                 settings = TransferSettings(seed=seed, epochs=args.finetune_epochs if mode == "finetune" else None,
-                                            ridge_selection=args.ridge_selection, linear_solver=args.linear_solver,
+                                            linear_selection=args.linear_selection, linear_solver=args.linear_solver,
                                             lr=args.finetune_lr if mode == "finetune" else None,
                                             max_grad_norm=args.max_grad_norm, head_init=args.head_init,
                                             encoder_lr_scale=args.encoder_lr_scale)

@@ -73,10 +73,11 @@ INIT_FORMS: str = (
     "'timm:<backbone>:<weights file>' (e.g. ImageNet or face-recognition weights), 'facecycle:<folder>', or a peer "
     "(a face tool users already have, linear only: " + ", ".join(PEERS) + ")"
 )
-#: How the closed-form head's penalty is chosen (``--ridge_selection``): grouped cross-validation over the subjects of
-#: every non-test pair (default; see :func:`comface_hf.linear_probe.fit_ridge_probe_cv`), or the fold's validation
-#: subjects alone (the earlier rule: two or three people choose it, which penalises weak features most).
-RIDGE_SELECTIONS: tuple[str, ...] = ("cv", "val")
+#: How the linear head's complexity is chosen (``--linear_selection``), the ridge penalty of the closed-form head or the
+#: number of epochs of the SGD head: grouped cross-validation over the subjects of every non-test pair, then refitted
+#: on all of them (default; see :func:`comface_hf.linear_probe.fit_ridge_probe_cv`), or the fold's validation subjects
+#: alone (the earlier rule: two or three people choose it, which penalises weak features most).
+LINEAR_SELECTIONS: tuple[str, ...] = ("cv", "val")
 #: Input size of a scratch model when none is given: the embedded pretraining default (64 px).
 DEFAULT_SCRATCH_IMAGE_SIZE = 64
 #: Input size of a timm-weights model when none is given: what ImageNet weights are trained at.
@@ -458,7 +459,7 @@ class TransferSettings:
     Linear evaluation defaults to the exact ridge head (:mod:`comface_hf.linear_probe`): f runs once per image, the
     least-squares head on ``ReLU(f(y) - f(x))`` is solved in closed form for a grid of L2 penalties; the penalty is
     chosen by grouped cross-validation over the subjects of the training and validation pairs and the head refitted on
-    all of them (``ridge_selection="cv"``), or the penalty with the best validation MAE is kept (``"val"``);
+    all of them (``linear_selection="cv"``), or the penalty with the best validation MAE is kept (``"val"``);
     ``epochs``/``lr`` do not apply. ``linear_solver="sgd"`` trains the head
     with Adam as in the paper; it and fine-tuning use: labels standardised with the training pairs' mean and std (the
     head is mapped back afterwards, so predictions and metrics are in the task's units), a linear warm-up over
@@ -480,8 +481,11 @@ class TransferSettings:
     cache_features: bool = True
     linear_solver: str = "closed_form"
     ridge_log10_grid: tuple[float, ...] = DEFAULT_LOG10_GRID  # alpha = n_train * 10^k (closed form)
-    ridge_selection: str = "cv"  # RIDGE_SELECTIONS: grouped CV over the non-test subjects, or the validation subjects
-    ridge_cv_folds: int = DEFAULT_CV_FOLDS
+    linear_selection: str = "cv"  # LINEAR_SELECTIONS: grouped CV over the non-test subjects, or the validation subjects
+    ridge_cv_folds: int = DEFAULT_CV_FOLDS  # inner folds of linear_selection="cv" (penalty or SGD epochs)
+    # Keep the last epoch instead of the one with the best validation MAE (the SGD head's refit at the epoch count that
+    # cross-validation chose).
+    select_last_epoch: bool = False
     standardize_labels: bool = True
     warmup_fraction: float = 0.1
     schedule: str = "cosine"  # or "constant" (the paper's plain Adam)
@@ -506,7 +510,7 @@ class TransferSettings:
     def check(self) -> None:
         """Clear errors for settings that cannot work together."""
         check_choice("linear_solver", self.linear_solver, LINEAR_SOLVERS)
-        check_choice("ridge_selection", self.ridge_selection, RIDGE_SELECTIONS)
+        check_choice("linear_selection", self.linear_selection, LINEAR_SELECTIONS)
         if self.ridge_cv_folds < 2:
             raise ValueError(f"ridge_cv_folds must be >= 2, got {self.ridge_cv_folds}.")
         check_choice("schedule", self.schedule, ("cosine", "constant"))
@@ -678,7 +682,7 @@ def _fit_ridge_head(model: nn.Module, images: _RowTensors, image_rows: Sequence[
                     settings: "TransferSettings", device, label_scale: Optional["_LabelScale"] = None):
     """Solve the exact ridge head on f's frozen features and write it into ``model.difference_head.linear``, in
     ``label_scale``'s units when given (LP-FT's start), else the task's. The penalty is chosen as
-    ``settings.ridge_selection`` says: grouped CV over the subjects of ``split["train"] + split["val"]`` (then refitted
+    ``settings.linear_selection`` says: grouped CV over the subjects of ``split["train"] + split["val"]`` (then refitted
     on both), or on ``split["val"]`` (fitted on ``split["train"]``). Returns the probe and the test design
     ``(features, labels)``."""
     symmetric = bool(getattr(model.config, "symmetric_change", False))
@@ -690,7 +694,7 @@ def _fit_ridge_head(model: nn.Module, images: _RowTensors, image_rows: Sequence[
         fy = feats[[row_of[p.index_y] for p in subset]]
         return pair_features(fx, fy, symmetric), np.array([p.label for p in subset], dtype=np.float64)
 
-    if settings.ridge_selection == "cv":
+    if settings.linear_selection == "cv":
         fit_pairs = list(split["train"]) + list(split["val"])
         x, y = design(fit_pairs)
         probe = fit_ridge_probe_cv(x, y, [p.subject for p in fit_pairs], symmetric=symmetric,
@@ -858,11 +862,15 @@ def run_fold(
             predictions=[(int(i), float(p), float(t)) for i, p, t in zip(index, pred, test_y)],
             model=result_model, seconds=time.perf_counter() - start,
             num_pairs={name: len(subset) for name, subset in split.items()},
-            selection={"solver": "closed_form", "penalty_selection": settings.ridge_selection, "alpha": probe.alpha,
-                       "alpha_over_n_train": probe.alpha / len(split["train"]) if settings.ridge_selection == "val"
+            selection={"solver": "closed_form", "penalty_selection": settings.linear_selection, "alpha": probe.alpha,
+                       "alpha_over_n_train": probe.alpha / len(split["train"]) if settings.linear_selection == "val"
                        else probe.alpha / (len(split["train"]) + len(split["val"])),
                        "val_mae": float(probe.val_mae[probe.selected_index])},
         )
+
+    if mode == "linear" and settings.linear_selection == "cv" and not settings.select_last_epoch:
+        return _sgd_head_by_cv(spec, data, pairs, fold, settings, accelerator, metrics_modules, description, images,
+                               start)
 
     use_features = mode == "linear" and settings.cache_features and not settings.augment
     if use_features:
@@ -882,7 +890,7 @@ def run_fold(
     label_scale = _LabelScale.fit([p.label for p in split["train"]], settings.standardize_labels, symmetric)
     if mode == "finetune" and settings.head_init == "ridge":
         # LP-FT's start is fitted on the training subjects alone: the validation subjects then select its epochs.
-        _fit_ridge_head(spec.model, images, image_rows, split, replace(settings, ridge_selection="val"),
+        _fit_ridge_head(spec.model, images, image_rows, split, replace(settings, linear_selection="val"),
                         accelerator.device, label_scale)
     epochs = settings.num_epochs(mode)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -940,7 +948,7 @@ def run_fold(
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_mae": val_mae,
                         "lr": float(scheduler.get_last_lr()[0])})
         progress.set_postfix(train_loss=f"{train_loss:.3f}", val_mae=f"{val_mae:.3f}")
-        if best_state is None or val_mae < best_mae:  # gathered figures: every process keeps the same epoch
+        if best_state is None or val_mae < best_mae or settings.select_last_epoch:  # every process keeps one epoch
             best_mae, best_epoch, since_best = val_mae, epoch, 0
             best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
         else:
@@ -949,7 +957,7 @@ def run_fold(
                 break
     progress.close()
     stopped_at = history[-1]["epoch"]
-    if mode == "linear" and stopped_at == epochs and still_improving(history):
+    if mode == "linear" and stopped_at == epochs and still_improving(history) and not settings.select_last_epoch:
         warnings.warn(
             f"{description}: the validation loss was still falling at the last epoch ({epochs}); the SGD head has not "
             "converged. Raise --epochs or --lr, or use the exact head (--linear_solver closed_form).",
@@ -973,6 +981,41 @@ def run_fold(
         selection={"solver": "sgd" if mode == "linear" else "finetune", "epoch": best_epoch, "stopped_at": stopped_at,
                    "label_mean": label_scale.mean, "label_std": label_scale.std},
     )
+
+
+def _sgd_head_by_cv(spec: ChangeModelSpec, data: TaskData, pairs: Sequence[ChangePair], fold: Fold,
+                    settings: TransferSettings, accelerator: Any, metrics_modules: dict, description: str,
+                    images: _RowTensors, start: float) -> FoldResult:
+    """The SGD head with its number of epochs chosen by grouped cross-validation over the subjects of the fold's
+    training and validation pairs (as the closed-form head's penalty): every inner fold trains the head from the same
+    initial weights for ``epochs`` epochs (no early stopping) and records the held-out MAE of each epoch; the epoch
+    count with the lowest MAE pooled over the held-out pairs is then trained on all of them and tested."""
+    from sklearn.model_selection import GroupKFold
+
+    subjects = np.array(sorted(set(fold.train) | set(fold.val)))
+    initial = copy.deepcopy(spec.model.state_dict())
+    inner_settings = replace(settings, linear_selection="val", patience=0, show_progress=False)
+    error_sum, held_out = None, 0
+    for k, (inner_train, inner_val) in enumerate(
+            GroupKFold(n_splits=min(settings.ridge_cv_folds, len(subjects))).split(subjects, groups=subjects)):
+        spec.model.load_state_dict(initial)
+        inner = Fold(train=list(subjects[inner_train]), val=list(subjects[inner_val]), test=list(subjects[inner_val]))
+        result = run_fold(spec, "linear", data, pairs, inner, inner_settings, accelerator, metrics_modules,
+                          description=f"{description} inner {k + 1}", images=images)
+        n = result.num_pairs["val"]
+        curve = n * np.array([h["val_mae"] for h in result.history if h["epoch"] >= 1])
+        error_sum = curve if error_sum is None else error_sum + curve
+        held_out += n
+        spec.model = result.model
+    best_epochs = int(np.argmin(error_sum)) + 1
+    spec.model.load_state_dict(initial)
+    final = run_fold(spec, "linear", data, pairs, Fold(train=list(subjects), val=list(fold.val), test=list(fold.test)),
+                     replace(settings, epochs=best_epochs, patience=0, select_last_epoch=True), accelerator,
+                     metrics_modules, description=description, images=images)
+    final.seconds = time.perf_counter() - start
+    final.selection.update({"epoch_selection": "cv", "epochs_by_cv": best_epochs,
+                            "cv_mae": float(error_sum[best_epochs - 1] / held_out)})
+    return final
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1132,8 +1175,10 @@ def run_protocol(
             "num_processes": accelerator.num_processes,
             "model_selection": (
                 ("ridge penalty by grouped cross-validation over the training and validation subjects, refitted on "
-                 "both (closed form)" if settings.ridge_selection == "cv" else
+                 "both (closed form)" if settings.linear_selection == "cv" else
                  "ridge penalty with the lowest validation MAE (closed form)") if settings.uses_closed_form(mode)
+                else ("SGD head: the number of epochs by grouped cross-validation over the training and validation "
+                      "subjects, then trained on both") if mode == "linear" and settings.linear_selection == "cv"
                 else "trained epoch with the lowest validation MAE (early stopping)"
             ),
         },
@@ -1329,7 +1374,7 @@ __all__ = [
     "TASKS",
     "TaskData",
     "TransferSettings",
-    "RIDGE_SELECTIONS",
+    "LINEAR_SELECTIONS",
     "TASK_UNITS",
     "aggregate",
     "build_change_model",

@@ -160,9 +160,30 @@ def test_lp_ft_starts_fine_tuning_from_the_ridge_head(task) -> None:
         spec = build_change_model("scratch", mode, 32, "test_resnet")
         return run_fold(spec, mode, task, pairs, fold, TransferSettings(epochs=1, show_progress=False, **settings))
 
-    probe = run("linear", ridge_selection="val")  # LP-FT's start: the validation subjects select its epochs
+    probe = run("linear", linear_selection="val")  # LP-FT's start: the validation subjects select its epochs
     lp_ft, plain = run("finetune", head_init="ridge"), run("finetune")
     assert lp_ft.history[0]["val_mae"] == pytest.approx(probe.selection["val_mae"], rel=1e-4)
     assert abs(plain.history[0]["val_mae"] - probe.selection["val_mae"]) > 1e-3
     with pytest.raises(ValueError, match="Unknown head_init"):
         TransferSettings(head_init="zeros").check()
+
+
+def test_sgd_head_epochs_by_grouped_cross_validation(task) -> None:
+    """--linear_solver sgd with the default --linear_selection cv: the epoch count comes from inner folds over the
+    training and validation subjects, and the head is then trained on both (more pairs than the val rule uses)."""
+    pairs = sample_task_pairs(task, pairs_per_subject=4)
+    fold = make_folds(pairs, n_folds=2)[0]
+
+    def run(**settings):
+        torch.manual_seed(0)
+        spec = build_change_model("scratch", "linear", 32, "test_resnet")
+        return run_fold(spec, "linear", task, pairs, fold,
+                        TransferSettings(epochs=6, show_progress=False, linear_solver="sgd", ridge_cv_folds=3,
+                                         **settings))
+
+    cv, val = run(), run(linear_selection="val")
+    assert cv.selection["epoch_selection"] == "cv" and 1 <= cv.selection["epochs_by_cv"] <= 6
+    assert cv.selection["stopped_at"] == cv.selection["epochs_by_cv"] == cv.best_epoch  # refit for that many epochs
+    assert cv.num_pairs["train"] == val.num_pairs["train"] + val.num_pairs["val"]
+    assert "epoch_selection" not in val.selection
+    assert np.isfinite(cv.metrics["mae"])

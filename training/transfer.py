@@ -39,7 +39,7 @@ from comface_hf.transfer import (  # noqa: E402
     HEAD_INITS,
     LINEAR_SOLVERS,
     MODES,
-    RIDGE_SELECTIONS,
+    LINEAR_SELECTIONS,
     TASK_UNITS,
     TASKS,
     TransferSettings,
@@ -64,14 +64,14 @@ class TransferArguments:
     val_fraction: float = 0.1
     linear_solver: str = field(
         default="closed_form",
-        metadata={"help": f"{' or '.join(LINEAR_SOLVERS)}: the exact ridge head (penalty chosen as --ridge_selection "
+        metadata={"help": f"{' or '.join(LINEAR_SOLVERS)}: the exact ridge head (penalty chosen as --linear_selection "
                           "says) or the paper's Adam-trained head."},
     )
-    ridge_selection: str = field(
+    linear_selection: str = field(
         default="cv",
-        metadata={"help": f"{' or '.join(RIDGE_SELECTIONS)}: the ridge penalty by grouped cross-validation over the "
-                          "training and validation subjects (then refitted on both), or by the validation subjects "
-                          "alone (the earlier rule)."},
+        metadata={"help": f"{' or '.join(LINEAR_SELECTIONS)}: the ridge penalty (or the SGD head's number of epochs) by "
+                          "grouped cross-validation over the training and validation subjects (then refitted on both), "
+                          "or by the validation subjects alone (the earlier rule)."},
     )
     extra_features: Optional[str] = field(
         default=None,
@@ -166,7 +166,7 @@ def main() -> None:
     check_choice("linear_solver", args.linear_solver, LINEAR_SOLVERS)
     check_choice("align", args.align, ALIGN_MODES)
     check_choice("head_init", args.head_init, HEAD_INITS)
-    check_choice("ridge_selection", args.ridge_selection, RIDGE_SELECTIONS)
+    check_choice("linear_selection", args.linear_selection, LINEAR_SELECTIONS)
     if args.save_model and args.mode != "linear":
         raise ValueError("--save_model refits the linear head on all subjects; run it with --mode linear (a "
                          "fine-tuned estimator is not saved by this command).")
@@ -181,7 +181,7 @@ def main() -> None:
         augment=args.augment, num_workers=args.num_workers, linear_solver=args.linear_solver,
         warmup_fraction=args.warmup_fraction, schedule=args.schedule, patience=args.patience,
         standardize_labels=args.standardize_labels, max_grad_norm=args.max_grad_norm,
-        head_init=args.head_init, encoder_lr_scale=args.encoder_lr_scale, ridge_selection=args.ridge_selection,
+        head_init=args.head_init, encoder_lr_scale=args.encoder_lr_scale, linear_selection=args.linear_selection,
     )
     settings.check()
     data_kwargs = {"cache_dir": args.cache_dir}
