@@ -33,13 +33,8 @@ from comface_hf.errors import run_cli  # noqa: E402
 from comface_hf.reports import write_table  # noqa: E402
 from comface_hf.transfer import (  # noqa: E402
     ALIGN_MODES,
-    DEFAULT_EPOCHS,
-    DEFAULT_LR,
     INIT_FORMS,
-    HEAD_INITS,
-    LINEAR_SOLVERS,
     MODES,
-    LINEAR_SELECTIONS,
     TASK_UNITS,
     TASKS,
     TransferSettings,
@@ -53,6 +48,9 @@ from comface_hf.transfer import (  # noqa: E402
 
 @dataclass
 class TransferArguments:
+    """What is transferred, to what, and where results go; the optimisation options are
+    :class:`comface_hf.transfer.TransferSettings`'s fields (parsed beside these)."""
+
     task: str = field(metadata={"help": f"One of: {', '.join(TASKS)}."})
     init: str = field(metadata={"help": f"Initialisation: {INIT_FORMS}."})
     mode: str = field(metadata={"help": "linear (f frozen, l from scratch) or finetune (all layers)."})
@@ -62,17 +60,6 @@ class TransferArguments:
     method: Optional[str] = field(default=None, metadata={"help": "Row name in tables (default: from --init)."})
     folds: int = 4
     val_fraction: float = 0.1
-    linear_solver: str = field(
-        default="closed_form",
-        metadata={"help": f"{' or '.join(LINEAR_SOLVERS)}: the exact ridge head (penalty chosen as --linear_selection "
-                          "says) or the paper's Adam-trained head."},
-    )
-    linear_selection: str = field(
-        default="cv",
-        metadata={"help": f"{' or '.join(LINEAR_SELECTIONS)}: the ridge penalty (or the SGD head's number of epochs) by "
-                          "grouped cross-validation over the training and validation subjects (then refitted on both), "
-                          "or by the validation subjects alone (the earlier rule)."},
-    )
     extra_features: Optional[str] = field(
         default=None,
         metadata={"help": "Fusion: peers whose per-image vectors are appended to the init's features, e.g. "
@@ -93,50 +80,18 @@ class TransferArguments:
         metadata={"help": f"{', '.join(ALIGN_MODES)}: face landmarks from the dataset (else the detector), the "
                           "dataset only, the detector only, or no alignment (whole images). Synthetic: auto/none."},
     )
-    epochs: Optional[int] = field(
-        default=None,
-        metadata={"help": f"Maximum epochs (sgd linear head / finetune); default {DEFAULT_EPOCHS['linear']} / "
-                          f"{DEFAULT_EPOCHS['finetune']}."},
-    )
-    batch_size: int = field(default=32, metadata={"help": "Pairs per batch per process."})
-    lr: Optional[float] = field(
-        default=None,
-        metadata={"help": f"Adam peak learning rate; default {DEFAULT_LR['linear']:g} (sgd linear head), "
-                          f"{DEFAULT_LR['finetune']:g} (finetune)."},
-    )
-    warmup_fraction: float = field(default=0.1, metadata={"help": "Linear warm-up over this fraction of the steps."})
-    schedule: str = field(default="cosine", metadata={"help": "cosine (decay to 0 after warm-up) or constant."})
-    patience: int = field(default=5, metadata={"help": "Early stopping: epochs without a better validation MAE (0: off)."})
-    standardize_labels: bool = field(default=True, metadata={"help": "Train on (label - mean) / std (gradient paths)."})
-    max_grad_norm: Optional[float] = field(default=None, metadata={"help": "Clip the gradient norm to this (gradient "
-                                           "paths; default: no clipping)."})
-    head_init: str = field(
-        default="pretrained",
-        metadata={"help": f"{' or '.join(HEAD_INITS)}: fine-tuning starts from the init's head l, or from the exact "
-                          "ridge head on the init's frozen features (linear probing, then fine-tuning: LP-FT; for a "
-                          "pretrained init: on random features the ridge weights are huge and fine-tuning diverges)."},
-    )
-    encoder_lr_scale: float = field(
-        default=1.0,
-        metadata={"help": "Fine-tuning: the encoder f learns at lr x this, the head l at lr (discriminative learning "
-                          "rates; 1: one learning rate for all)."},
-    )
-    weight_decay: float = 0.0
     image_size: Optional[int] = field(
         default=None, metadata={"help": "Input size; a pretrained init fixes it (default: the init's, 64 for scratch)."}
     )
     backbone: str = field(default="resnet18", metadata={"help": "timm architecture for --init scratch."})
     symmetric_change: bool = False
-    augment: bool = field(default=False, metadata={"help": "SimCLR augmentation of x and y while training."})
     pairs_per_subject: int = 100
     pairs_file: Optional[str] = field(default=None, metadata={"help": "Reuse a saved pairs.csv (same task data)."})
     data_seed: int = field(default=0, metadata={"help": "Fixes pairs, folds and synthetic rendering (keep it fixed)."})
-    seed: int = field(default=0, metadata={"help": "Training seed (scratch weights, head init, batch order)."})
     synthetic_subjects: int = 40
     synthetic_images_per_subject: int = 12
     synthetic_nuisance: float = 1.0  # per-image brightness/contrast/shift between captures (0: identical capture)
     max_frames_per_subject: Optional[int] = field(default=None, metadata={"help": "DISFA: subsample frames."})
-    num_workers: int = 0
 
 
 def save_atomically(model, folder: str) -> None:
@@ -159,14 +114,12 @@ def save_atomically(model, folder: str) -> None:
 
 
 def main() -> None:
-    (args,) = HfArgumentParser(TransferArguments).parse_args_into_dataclasses()
+    args, settings = HfArgumentParser((TransferArguments, TransferSettings)).parse_args_into_dataclasses()
     # Fail on a typo before any data is loaded or rendered.
     check_choice("task", args.task, TASKS)
     check_choice("mode", args.mode, MODES)
-    check_choice("linear_solver", args.linear_solver, LINEAR_SOLVERS)
     check_choice("align", args.align, ALIGN_MODES)
-    check_choice("head_init", args.head_init, HEAD_INITS)
-    check_choice("linear_selection", args.linear_selection, LINEAR_SELECTIONS)
+    settings.check()
     if args.save_model and args.mode != "linear":
         raise ValueError("--save_model refits the linear head on all subjects; run it with --mode linear (a "
                          "fine-tuned estimator is not saved by this command).")
@@ -176,14 +129,6 @@ def main() -> None:
     output_dir = args.output_dir or f"outputs/transfer/{args.task}-{init_name}-{args.mode}"
 
     accelerator = Accelerator()
-    settings = TransferSettings(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
-        augment=args.augment, num_workers=args.num_workers, linear_solver=args.linear_solver,
-        warmup_fraction=args.warmup_fraction, schedule=args.schedule, patience=args.patience,
-        standardize_labels=args.standardize_labels, max_grad_norm=args.max_grad_norm,
-        head_init=args.head_init, encoder_lr_scale=args.encoder_lr_scale, linear_selection=args.linear_selection,
-    )
-    settings.check()
     data_kwargs = {"cache_dir": args.cache_dir}
     if args.task.startswith("synthetic_"):
         data_kwargs.update(

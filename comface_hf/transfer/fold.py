@@ -57,36 +57,52 @@ class TransferSettings:
     early stopping after ``patience`` epochs without improvement (0: never stop early).
     """
 
-    epochs: Optional[int] = None  # None: DEFAULT_EPOCHS[mode]
-    batch_size: int = 32
-    lr: Optional[float] = None  # None: DEFAULT_LR[mode]
+    # One declaration for the library and the command line: training/transfer.py parses these fields as its options
+    # (HfArgumentParser reads each field's help).
+    epochs: Optional[int] = field(default=None, metadata={"help": (
+        f"Maximum epochs of the gradient paths (sgd linear head / finetune); default {DEFAULT_EPOCHS['linear']} / "
+        f"{DEFAULT_EPOCHS['finetune']}.")})
+    batch_size: int = field(default=32, metadata={"help": "Pairs per batch per process."})
+    lr: Optional[float] = field(default=None, metadata={"help": (
+        f"Adam peak learning rate; default {DEFAULT_LR['linear']:g} (sgd linear head), {DEFAULT_LR['finetune']:g} "
+        "(finetune).")})
     weight_decay: float = 0.0
-    seed: int = 0
-    augment: bool = False
+    seed: int = field(default=0, metadata={"help": "Training seed (scratch weights, head init, batch order)."})
+    augment: bool = field(default=False, metadata={"help": "SimCLR augmentation of x and y while training."})
     num_workers: int = 0
     show_progress: bool = True
     # Linear evaluation without augmentation: f is frozen and in eval mode, so f(image) is a fixed function; computing
     # it once per image and training l on the stored features gives the same model as running f every step, at a
     # fraction of the cost (the many-epoch regime linear probes need). The closed-form solver always uses features.
     cache_features: bool = True
-    linear_solver: str = "closed_form"
-    ridge_log10_grid: tuple[float, ...] = DEFAULT_LOG10_GRID  # alpha = n_train * 10^k (closed form)
-    linear_selection: str = "cv"  # LINEAR_SELECTIONS: grouped CV over the non-test subjects, or the validation subjects
-    ridge_cv_folds: int = DEFAULT_CV_FOLDS  # inner folds of linear_selection="cv" (penalty or SGD epochs)
-    # Keep the last epoch instead of the one with the best validation MAE (the SGD head's refit at the epoch count that
-    # cross-validation chose).
-    select_last_epoch: bool = False
-    standardize_labels: bool = True
-    warmup_fraction: float = 0.1
-    schedule: str = "cosine"  # or "constant" (the paper's plain Adam)
-    patience: int = 5
-    # Gradient-norm clipping of the gradient-trained paths (None: off, the default recipe).
-    max_grad_norm: Optional[float] = None
+    linear_solver: str = field(default="closed_form", metadata={"help": (
+        f"{' or '.join(LINEAR_SOLVERS)}: the exact ridge head or the paper's Adam-trained head (its complexity, "
+        "penalty or epochs, chosen as --linear_selection says).")})
+    ridge_log10_grid: list[float] = field(default_factory=lambda: list(DEFAULT_LOG10_GRID), metadata={"help": (
+        "Exponents k of the ridge penalties n_train * 10^k searched by the closed-form head.")})
+    linear_selection: str = field(default="cv", metadata={"help": (
+        f"{' or '.join(LINEAR_SELECTIONS)}: the ridge penalty (or the SGD head's number of epochs) by grouped "
+        "cross-validation over the training and validation subjects (then refitted on both), or by the validation "
+        "subjects alone (the earlier rule).")})
+    ridge_cv_folds: int = field(default=DEFAULT_CV_FOLDS, metadata={"help": "Inner folds of --linear_selection cv."})
+    select_last_epoch: bool = field(default=False, metadata={"help": (
+        "Keep the last epoch instead of the one with the best validation MAE (used for the SGD head's refit at the "
+        "epoch count cross-validation chose).")})
+    standardize_labels: bool = field(default=True, metadata={"help": "Train on (label - mean) / std (gradient paths)."})
+    warmup_fraction: float = field(default=0.1, metadata={"help": "Linear warm-up over this fraction of the steps."})
+    schedule: str = field(default="cosine", metadata={"help": "cosine (decay to 0 after warm-up) or constant."})
+    patience: int = field(default=5, metadata={"help": "Early stopping: epochs without a better validation MAE (0: off)."})
+    max_grad_norm: Optional[float] = field(default=None, metadata={"help": (
+        "Clip the gradient norm to this (gradient paths; default: no clipping).")})
     # Decode (and align) every image once per run and keep the model-ready tensors in memory.
     cache_images: bool = True
-    head_init: str = "pretrained"  # fine-tuning only: HEAD_INITS
-    # Fine-tuning only: the encoder f learns at lr * this, the head l at lr (discriminative learning rates; 1: one lr).
-    encoder_lr_scale: float = 1.0
+    head_init: str = field(default="pretrained", metadata={"help": (
+        f"{' or '.join(HEAD_INITS)}: fine-tuning starts from the init's head l, or from the exact ridge head on the "
+        "init's frozen features (linear probing, then fine-tuning: LP-FT; for a pretrained init: on random features "
+        "the ridge weights are huge and fine-tuning diverges).")})
+    encoder_lr_scale: float = field(default=1.0, metadata={"help": (
+        "Fine-tuning: the encoder f learns at lr x this, the head l at lr (discriminative learning rates; 1: one "
+        "learning rate for all).")})
 
     def learning_rate(self, mode: str) -> float:
         return float(self.lr if self.lr is not None else DEFAULT_LR[mode])
