@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -16,10 +15,8 @@ import torch
 from PIL import Image
 
 from comface_hf.errors import ComFaceInputError
-from comface_hf.linear_probe import fit_ridge_probe_cv, ridge_path, standardisation
+from comface_hf.linear_probe import fit_ridge_probe_cv, standardisation
 from comface_hf.peers import PEER_IMAGE_SIZE, get_peer, normalised_landmarks, parse_peer_list, signed_features
-
-from .conftest import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -175,33 +172,43 @@ def test_fusion_appends_peer_vectors_to_f(smile_task):
     assert not any(p.requires_grad for p in model.backbone.parameters())  # linear: f frozen
 
 
-def test_save_model_writes_an_estimator_in_task_units_that_compare_uses(tmp_path):
-    """training/transfer.py --save_model: refit on all subjects, saved folder loads, the tools print its units."""
+def test_save_model_writes_an_estimator_in_task_units_that_compare_uses(smile_task, tmp_path, monkeypatch):
+    """training/transfer.py --save_model: refit on all subjects, saved folder loads, the tools print its units.
+
+    The rendered task is handed to the command line as a face_change CSV of its (already aligned) crops, so nothing is
+    rendered twice."""
+    import importlib
+
+    from comface_hf.face_comparison import FaceComparer
+
+    study = tmp_path / "study"
+    study.mkdir()
+    rows, lines = [smile_task.dataset[i] for i in range(len(smile_task.dataset))][:24], ["subject,image,value"]
+    for k, row in enumerate(rows):
+        row["image"].save(study / f"{k}.png")
+        lines.append(f"{row['subject']},{k}.png,{row['value']}")
+    (study / "labels.csv").write_text("\n".join(lines) + "\n")
     out, saved = tmp_path / "run", tmp_path / "estimator"
-    cmd = [sys.executable, str(REPO_ROOT / "training" / "transfer.py"), "--task", "synthetic_smile", "--init",
-           "dlib-landmarks", "--mode", "linear", "--folds", "2", "--synthetic_subjects", "6",
-           "--synthetic_images_per_subject", "4", "--pairs_per_subject", "6", "--output_dir", str(out),
-           "--save_model", str(saved), "--change_units", "smile units"]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    argv = ["transfer.py", "--task", "face_change", "--data_dir", str(study), "--align", "none", "--cache_dir",
+            str(tmp_path / "cache"), "--init", "dlib-landmarks", "--mode", "linear", "--folds", "2",
+            "--pairs_per_subject", "6", "--output_dir", str(out), "--save_model", str(saved), "--change_units",
+            "smile units", "--no_show_progress"]
+    transfer_cli = importlib.import_module("training.transfer")
+    monkeypatch.setattr(sys, "argv", argv)
+    transfer_cli.main()
     config = json.loads((saved / "config.json").read_text())
     assert config["model_type"] == "comface-change-estimator" and config["peers"] == ["dlib-landmarks"]
-    assert config["change_units"] == "smile units" and config["fit"]["num_subjects"] == 6
+    subjects = len({r["subject"] for r in rows})
+    assert config["change_units"] == "smile units" and config["fit"]["num_subjects"] == subjects
     assert "smile units" in (saved / "README.md").read_text()
     assert not list(tmp_path.glob(".estimator-*"))  # the temporary folder was renamed, not left behind
 
-    from comface_hf.face_comparison import FaceComparer
-    from comface_hf.transfer import load_task_dataset
-
-    task = load_task_dataset("synthetic_smile", image_size=PEER_IMAGE_SIZE, synthetic_subjects=6,
-                             synthetic_images_per_subject=4, data_seed=0)
     comparer = FaceComparer.from_pretrained(str(saved), align=False)
-    rows = [task.dataset[i] for i in range(4)]
-    results = comparer.compare_pairs([(rows[0]["image"], r["image"]) for r in rows[1:]])
+    results = comparer.compare_pairs([(rows[0]["image"], r["image"]) for r in rows[1:4]])
     assert {r.units for r in results} == {"smile units"}
     # The same numbers as the saved head on the peer's vectors, computed by hand.
     head = comparer.model.difference_head.linear
-    v = signed_features(get_peer("dlib-landmarks").features([np.asarray(r["image"].convert("RGB")) for r in rows]))
+    v = signed_features(get_peer("dlib-landmarks").features([np.asarray(r["image"].convert("RGB")) for r in rows[:4]]))
     expected = np.maximum(v[1:] - v[:1], 0) @ head.weight.detach().double().numpy()[0] + float(head.bias.detach())
     assert np.allclose([r.change for r in results], expected, atol=1e-4)
     # The pipeline loads the same folder and gives the same number.
@@ -210,8 +217,8 @@ def test_save_model_writes_an_estimator_in_task_units_that_compare_uses(tmp_path
     out = pipeline("face-change-estimation", model=str(saved))(rows[0]["image"], rows[1]["image"], align=False)
     assert out["units"] == "smile units" and out["change"] == pytest.approx(results[0].change, abs=1e-5)
     # A second save into the same, now non-empty, folder is refused before any work.
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
-    assert again.returncode == 2 and "exists and is not empty" in again.stderr
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        transfer_cli.main()
 
 
 def test_zero_shot_row_only_for_a_peer_that_estimates_the_quantity(tmp_path):
