@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .errors import ComFaceInputError, NoFaceError
 from .face_alignment import AlignedFace, FaceAligner, describe, load_image
@@ -317,32 +316,19 @@ class FaceComparer:
 
     @torch.no_grad()
     def embed(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
-        """f (``features``) and, for a pretrained model, the normalised ``g(f(.))`` (``embedding``) of a batch."""
+        """f (``features``) and, for a pretrained model, its normalised g(f(.)) (``embedding``: what the same-person
+        calibration stores) of a batch; the model computes every number from the features (:meth:`scores`)."""
         features = self.model.backbone(pixel_values)
         out = {"features": features}
-        if not is_change_model(self.model):
-            out["embedding"] = F.normalize(self.model.projection_head(features), dim=-1)
+        if hasattr(self.model, "get_embeddings"):
+            out["embedding"] = self.model.get_embeddings(features)
         return out
 
     @torch.no_grad()
-    def scores(self, features_x: torch.Tensor, features_y: torch.Tensor,
-               embedding_x: Optional[torch.Tensor] = None, embedding_y: Optional[torch.Tensor] = None
-               ) -> dict[str, torch.Tensor]:
-        """Change, distance and similarity for batches of features (``[N]`` each; similarity absent without g)."""
-        head = self.model.difference_head
-        distance = head(features_y - features_x)
-        if is_change_model(self.model):
-            change = distance
-            if getattr(self.config, "symmetric_change", False):
-                change = 0.5 * (distance - head(features_x - features_y))
-        elif getattr(self.config, "intra_target", "absolute") == "signed":
-            change = distance
-        else:
-            change = 0.5 * (distance - head(features_x - features_y))
-        out = {"change": change, "distance": distance}
-        if embedding_x is not None and embedding_y is not None:
-            out["similarity"] = (embedding_x * embedding_y).sum(-1)
-        return out
+    def scores(self, features_x: torch.Tensor, features_y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Change, distance and (for a pretrained model, which has g) similarity for batches of features (``[N]``
+        each): the model's own ``scores_from_features``, the one place they are computed."""
+        return self.model.scores_from_features(features_x, features_y)
 
     def signed(self) -> bool:
         return is_change_model(self.model) or getattr(self.config, "intra_target", "absolute") == "signed"
@@ -405,12 +391,9 @@ class FaceComparer:
                 crops += pair_crops
                 faces.append(pair_faces)
                 notes.append(pair_notes)
-            out = self.embed(self.pixel_values(crops))
+            features = self.embed(self.pixel_values(crops))["features"]
             n = len(chunk)
-            idx_x, idx_y = torch.arange(0, 2 * n, 2), torch.arange(1, 2 * n, 2)
-            emb = out.get("embedding")
-            s = self.scores(out["features"][idx_x], out["features"][idx_y],
-                            None if emb is None else emb[idx_x], None if emb is None else emb[idx_y])
+            s = self.scores(features[torch.arange(0, 2 * n, 2)], features[torch.arange(1, 2 * n, 2)])
             for k, (before, after) in enumerate(chunk):
                 sim = float(s["similarity"][k]) if "similarity" in s else None
                 results.append(self.result(describe(before), describe(after), s["change"][k], s["distance"][k], sim,

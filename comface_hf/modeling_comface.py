@@ -250,7 +250,24 @@ class ComFaceModel(ComFacePreTrainedModel):
         _check_same_batch(pixel_values_x, pixel_values_y)
         h = self.get_image_features(torch.cat([pixel_values_x, pixel_values_y]))
         h_x, h_y = h.chunk(2)
-        return self.difference_head(h_y - h_x)
+        return self.scores_from_features(h_x, h_y)["distance"]
+
+    def get_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        """The normalised projection g(h) / |g(h)| `[N, P]` the inter-personal loss compares (cosine similarity)."""
+        return F.normalize(self.projection_head(features), dim=-1)
+
+    def scores_from_features(self, h_x: torch.Tensor, h_y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the tools report for pairs of features `[N, F]`: ``distance`` = l(ReLU(h_y - h_x)) `[N]`, the signed
+        ``change`` `[N]` and the same-person ``similarity`` `[N]` (cosine of g(h_x) and g(h_y)).
+
+        A model trained with the signed intra target predicts the change directly; one trained with the paper's
+        absolute target only learned its size, so its change is (d(x, y) - d(y, x)) / 2, which flips sign when x and y
+        swap."""
+        head = self.difference_head
+        distance = head(h_y - h_x)
+        change = distance if self.config.intra_target == "signed" else 0.5 * (distance - head(h_x - h_y))
+        similarity = (self.get_embeddings(h_x) * self.get_embeddings(h_y)).sum(-1)
+        return {"change": change, "distance": distance, "similarity": similarity}
 
     def forward(
         self,
@@ -342,6 +359,13 @@ class ChangeEstimationMixin:
         nn.init.normal_(self.difference_head.linear.weight, std=self.config.initializer_range)
         nn.init.zeros_(self.difference_head.linear.bias)
         return self
+
+    def scores_from_features(self, h_x: torch.Tensor, h_y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``change`` (the prediction, symmetric when configured) and ``distance`` = l(ReLU(h_y - h_x)), `[N]` each,
+        for pairs of features `[N, F]`. A change model has no g: no similarity."""
+        symmetric = getattr(self.config, "symmetric_change", False)
+        return {"change": change_from_features(self.difference_head, h_x, h_y, symmetric=symmetric).change,
+                "distance": self.difference_head(h_y - h_x)}
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -102,11 +102,9 @@ class FaceChangeEstimationPipeline(Pipeline):
     def _forward(self, inputs: dict[str, Any]) -> dict[str, Any]:
         comparer = next(iter(self.comparers.values()))
         x, y = inputs["pixel_values"], inputs["pixel_values_y"]
-        out = comparer.embed(torch.cat([x, y]))
+        features = comparer.embed(torch.cat([x, y]))["features"]
         n = x.shape[0]
-        emb = out.get("embedding")
-        scores = comparer.scores(out["features"][:n], out["features"][n:],
-                                 None if emb is None else emb[:n], None if emb is None else emb[n:])
+        scores = comparer.scores(features[:n], features[n:])
         return {**scores, "meta": inputs["meta"]}
 
     def postprocess(self, outputs: dict[str, Any]) -> dict[str, Any]:

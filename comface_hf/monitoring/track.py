@@ -150,18 +150,12 @@ def track_series(comparer: Any, items: Sequence[SeriesItem], baseline: Optional[
             f"only {len(usable)} photo(s) of {len(rows)} have a usable face; tracking needs a baseline and one more. "
             "Skipped: " + "; ".join(r.message for r in rows if r.status == "skipped")
         )
-    features, embeddings = [], []
-    for start in range(0, len(usable), batch_size):
-        out = comparer.embed(comparer.pixel_values([r.crop for r in usable[start:start + batch_size]]))
-        features.append(out["features"])
-        if "embedding" in out:
-            embeddings.append(out["embedding"])
     import torch
 
-    f = torch.cat(features)
-    e = torch.cat(embeddings) if embeddings else None
+    f = torch.cat([comparer.embed(comparer.pixel_values([r.crop for r in usable[start:start + batch_size]]))["features"]
+                   for start in range(0, len(usable), batch_size)])
     b = usable.index(base)
-    s = comparer.scores(f[b].expand_as(f), f, None if e is None else e[b].expand_as(e), e)
+    s = comparer.scores(f[b].expand_as(f), f)
     from ..face_comparison import identity_distance
 
     for k, row in enumerate(usable):
