@@ -94,7 +94,7 @@ def test_cv_probe_matches_a_plain_grouped_cross_validation():
     x = rng.normal(size=(96, 20)) + groups[:, None] * 0.1
     y = x[:, :3] @ np.array([1.0, -2.0, 0.5]) + rng.normal(scale=2.0, size=96)
     grid = (-3.0, -2.0, -1.0, 0.0, 1.0)
-    probe = fit_ridge_probe_cv(x, y, groups, log10_grid=grid, n_splits=4)
+    probe = fit_ridge_probe_cv(x, y, groups, log10_grid=grid, n_splits=4, scalings=("feature",))
     errors = []
     for k in grid:
         err = 0.0
@@ -109,6 +109,29 @@ def test_cv_probe_matches_a_plain_grouped_cross_validation():
     mean, scale = standardisation(x, False)
     full = Ridge(alpha=probe.alpha).fit((x - mean) / scale, y)
     assert np.allclose(probe.predict(x), full.predict((x - mean) / scale), atol=1e-8)
+
+
+def test_cv_probe_chooses_the_feature_scaling():
+    """Many low-variance noise features beside a few informative large ones: scaling each feature to unit variance
+    blows the noise up to the signal's size, a common scale does not; the grouped CV picks the common scale and
+    predicts better on new subjects. With equal-variance features it keeps per-feature scaling or does as well."""
+    rng = np.random.default_rng(3)
+
+    def draw(n_subjects):
+        groups = np.repeat(np.arange(n_subjects), 10)
+        signal = rng.normal(size=(len(groups), 3)) * 5.0
+        noise = rng.normal(size=(len(groups), 200)) * 0.01
+        return np.hstack([signal, noise]), signal @ np.array([1.0, -1.0, 0.5]) + rng.normal(size=len(groups)), groups
+
+    x, y, groups = draw(8)
+    probe = fit_ridge_probe_cv(x, y, groups)
+    assert probe.scaling == "global"
+    only_feature = fit_ridge_probe_cv(x, y, groups, scalings=("feature",))
+    x_new, y_new, _ = draw(4)
+    assert np.abs(probe.predict(x_new) - y_new).mean() < np.abs(only_feature.predict(x_new) - y_new).mean()
+    assert {h["scaling"] for h in probe.history} == {"feature", "global"}
+    with pytest.raises(ValueError, match="Unknown scaling"):
+        standardisation(x, False, "minmax")
 
 
 def test_cv_probe_needs_two_subjects_and_never_splits_one():

@@ -469,6 +469,7 @@ def run_fold(
             model=result_model, seconds=time.perf_counter() - start,
             num_pairs={name: len(subset) for name, subset in split.items()},
             selection={"solver": "closed_form", "penalty_selection": settings.linear_selection, "alpha": probe.alpha,
+                       "scaling": probe.scaling,
                        "alpha_over_n_train": probe.alpha / len(split["train"]) if settings.linear_selection == "val"
                        else probe.alpha / (len(split["train"]) + len(split["val"])),
                        "val_mae": float(probe.val_mae[probe.selected_index])},

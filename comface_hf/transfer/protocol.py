@@ -254,6 +254,7 @@ def fit_change_estimator(
     model.config.init = init
     model.config.fit = {
         "num_pairs": len(pairs), "num_subjects": len({p.subject for p in pairs}), "alpha": probe.alpha,
+        "scaling": probe.scaling,
         "penalty_selection": f"grouped {min(settings.ridge_cv_folds, len({p.subject for p in pairs}))}-fold "
                              "cross-validation over all subjects, then refitted on all pairs",
         "cv_metrics": (cv_results or {}).get("aggregate"), "cv_mode": (cv_results or {}).get("mode"),
