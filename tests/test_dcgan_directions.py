@@ -104,6 +104,8 @@ def test_dcgan_streams_through_the_trainer_and_resumes_exactly(tmp_path):
     config = json.loads((tmp_path / "reference" / "model" / "config.json").read_text())
     described = config["pretraining_generators"][0]
     assert described["generator_class"].endswith("DCGANGenerator") and described["attributes"] == ["age", "smile"]
+    assert "research only" in described["data_terms"]  # DigiFace-1M's terms travel with the model
+    assert "non-commercial research only" in (tmp_path / "reference" / "model" / "README.md").read_text()
     crashed = tmp_path / "crashed"
     main(args(crashed, ["--max_steps", "6"]))
     main(args(crashed, ["--resume_from_checkpoint", "latest"]))

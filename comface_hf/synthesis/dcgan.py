@@ -82,6 +82,7 @@ class DCGANGenerator(nn.Module):
 
     c_dim = 0
     num_ws = None
+    data_terms = DIGIFACE_TERMS  # what a run's config and model card say about the data (GeneratorMixture.describe)
 
     def __init__(self, z_dim: int = 100, ngf: int = 64, channels: int = 3):
         super().__init__()

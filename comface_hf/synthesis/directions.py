@@ -414,6 +414,9 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's file is private (0600); the result should read like any other file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
