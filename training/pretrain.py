@@ -152,6 +152,12 @@ EMBEDDED_ATTRIBUTES = (
     EMBEDDED_ATTRIBUTES_R1 + ",smile,Smiling,brow_raise_AU1_2,brow_lower_AU4,lip_corner_depressor_AU15,jaw_drop_AU26"
 )
 
+# Issue 24: boundaries that `comface directions --loader gan-face-generate --samples 2500` found in the registry DCGAN's
+# z (InterFaceGAN's procedure, offline labels; report.md beside them). cheek_jaw_ratio is left out of the preset: its
+# edit mostly opens the mouth (docs/dcgan_directions_sheet.png).
+DCGAN_DIRECTIONS = str(Path(__file__).resolve().parents[1] / "comface_hf" / "synthesis" / "dcgan_directions")
+DCGAN_ATTRIBUTES = "age,smile,mouth_open,weight,brow_raise,eye_open"
+
 PRESETS: dict[str, dict] = {
     # A fresh 2-core CPU: ResNet18 at 64 px on pairs streamed from the embedded generator, 6 short epochs of 1536
     # pairs (curriculum S = 10, 5, 3.3, 2.5 scaled to them), validated on 256 pairs and saved within 10 minutes.
@@ -159,6 +165,11 @@ PRESETS: dict[str, dict] = {
     # took 12.8 min on the idle machine (2026-11-27), so the epochs are 1536 pairs (9,216 in all, was 12,288).
     "embedded": {"attributes": EMBEDDED_ATTRIBUTES, "num_epochs": 6, "samples_per_epoch": 1536, "validation_pairs": 256,
                  "photographic": 1.0},
+    # Photographic pairs (issue 24): latent edits z + alpha * n of gan-face-generate's 64 px DCGAN (DigiFace-1M:
+    # research use only) along the shipped boundaries, with the embedded preset's recipe otherwise.
+    "dcgan": {"generator": "latent-edit", "generator_loader": "gan-face-generate", "directions_dir": DCGAN_DIRECTIONS,
+              "attributes": DCGAN_ATTRIBUTES, "num_epochs": 6, "samples_per_epoch": 1536, "validation_pairs": 256,
+              "photographic": 1.0},
     # Under an hour on the 2 CPU cores (47 min, data wait 0.4%, 2026-11-28): the reference checkpoint for real-face
     # evidence. 112 px (ResNet18 costs ~3x per image of 64 px), 12 epochs of 2048 pairs (2.7x the embedded preset's).
     "cpu-hour": {"attributes": EMBEDDED_ATTRIBUTES, "image_size": 112, "num_epochs": 12, "samples_per_epoch": 2048,
@@ -420,7 +431,8 @@ def stream_card_text(args: PretrainArguments, generator) -> str:
         parts.append(f"{d['label']} ({d['generator_class']}{source}, {d.get('resolution') or '?'} px, "
                      f"{d.get('directions', 'own')} directions ({how}{derived})"
                      f", psi {d.get('truncation_psi', 1)}, synthesis {d.get('synthesis_precision', 'float32')}): "
-                     f"{len(d['attributes'])} attributes ({', '.join(d['attributes'])}), {100 * d['share']:.1f}% of pairs")
+                     f"{len(d['attributes'])} attributes ({', '.join(d['attributes'])}), {100 * d['share']:.1f}% of pairs"
+                     + (f" [{d['data_terms']}]" if d.get("data_terms") else ""))
     return (f"Latent edits streamed from {len(parts)} generator(s) on the training device, mixed in each "
             f"batch in proportion to their attribute counts: " + "; ".join(parts) + f". {args.num_identities} "
             f"identities per generator split 90/10 by identity, alpha in [{args.alpha_min}, {args.alpha_max}] step "

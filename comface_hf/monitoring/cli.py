@@ -1,8 +1,10 @@
-"""The ``comface`` command: ``compare`` two photos, ``track`` a series, ``calibrate`` the same-person check.
+"""The ``comface`` command: ``compare`` two photos, ``track`` a series, ``calibrate`` the same-person check,
+``directions`` (attribute boundaries of a generator, InterFaceGAN's procedure).
 
     comface compare before.jpg after.jpg --model outputs/comface-embedded/model [--json] [--out pair.png]
     comface track photos/ --model outputs/comface-embedded/model [--baseline photos/first.jpg] [--out-dir track]
     comface calibrate outputs/comface-embedded/model [--out calibrated-model] [--num-identities 200]
+    comface directions --loader gan-face-generate --out directions/dcgan [--samples 2500]
 
 Bad input (a non-image, a photo without a face, a CSV without its columns...) ends with one line naming the file and
 the fix, and exit status 2 (``COMFACE_DEBUG=1`` shows the traceback).
@@ -42,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--target-far", type=float, default=0.01)
     sub.add_argument("--align", action="store_true", help="run the renders through the face aligner first")
     sub.add_argument("--renderer-version", help="the embedded renderer the model was pretrained with (default: current)")
+    from ..synthesis import directions
+
+    text = "attribute directions of a generator (sample, render, label offline, fit, condition, check)"
+    directions.add_arguments(commands.add_parser("directions", help=text, description=text))
     return parser
 
 
@@ -55,6 +61,10 @@ def main(argv: Optional[list[str]] = None):
         from .track import run_track
 
         return run_track(args)
+    if args.command == "directions":
+        from ..synthesis.directions import run_directions
+
+        return run_directions(args)
     from .calibration import finish_model_folder
 
     figures = finish_model_folder(args.model, args.out, num_identities=args.num_identities, target_far=args.target_far,

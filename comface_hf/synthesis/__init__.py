@@ -6,7 +6,8 @@ Two generators share one interface (``render(identities, attributes, alphas) -> 
   renderer in torch; needs no weights (renderer version 2.1.0 by default; ``renderer_version="1.1.0"``
   reproduces the previous one).
 * :class:`LatentEditGenerator` (``"latent-edit"``): wraps a StyleGAN-style ``G`` with
-  InterFaceGAN direction files.
+  InterFaceGAN direction files; :mod:`.dcgan` exposes ``gan-face-generate``'s photographic DCGAN that way
+  (loader ``gan-face-generate``), and :mod:`.directions` finds boundaries for any such ``G``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .attributes import (
     resolve_attribute,
 )
 from .latent_edit import LatentEditGenerator
+from . import dcgan  # noqa: F401  (registers the built-in loader name "gan-face-generate"; imports only torch)
 from .renderer import DEFAULT_RENDERER_VERSION, MIN_IMAGE_SIZE, RENDERER_VERSIONS, EmbeddedFaceGenerator, alpha_grid
 
 __all__ = [

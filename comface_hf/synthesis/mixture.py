@@ -90,9 +90,14 @@ class GeneratorMixture:
 
     def describe(self) -> list[dict]:
         shares = self.shares()
-        return [{"label": label, "share": shares[label], **(m.describe() if hasattr(m, "describe") else
-                 {"generator_class": type(m).__name__, "attributes": list(m.attribute_names)})}
-                for label, m in zip(self.labels, self.members)]
+        out = [{"label": label, "share": shares[label], **(m.describe() if hasattr(m, "describe") else
+                {"generator_class": type(m).__name__, "attributes": list(m.attribute_names)})}
+               for label, m in zip(self.labels, self.members)]
+        for d, m in zip(out, self.members):
+            terms = getattr(getattr(m, "G", None), "data_terms", None)
+            if terms:  # e.g. the DCGAN's DigiFace-1M research-only licence, carried into config.json and the card
+                d["data_terms"] = terms
+        return out
 
 
 class AttributeSubset:
