@@ -91,7 +91,8 @@ def test_dcgan_streams_through_the_trainer_and_resumes_exactly(tmp_path):
         np.save(dirs / f"{name}.npy", vector)
 
     def args(out, extra=()):
-        return ["--generator", "latent-edit", "--generator_loader", "gan-face-generate", "--directions_dir", str(dirs),
+        return ["--generator", "latent-edit", "--generator_loader", "gan-face-generate", "--latent_space", "z",
+                "--directions_dir", str(dirs),
                 "--attributes", "all",
                 "--backbone", "test_resnet", "--image_size", "32", "--num_identities", "40",
                 "--projection_hidden_size", "32", "--projection_dim", "16", "--global_batch_size", "8",

@@ -168,6 +168,7 @@ PRESETS: dict[str, dict] = {
     # Photographic pairs (issue 24): latent edits z + alpha * n of gan-face-generate's 64 px DCGAN (DigiFace-1M:
     # research use only) along the shipped boundaries, with the embedded preset's recipe otherwise.
     "dcgan": {"generator": "latent-edit", "generator_loader": "gan-face-generate", "directions_dir": DCGAN_DIRECTIONS,
+              "latent_space": "z",  # the DCGAN has no mapping network: its boundaries are z boundaries
               "attributes": DCGAN_ATTRIBUTES, "num_epochs": 6, "samples_per_epoch": 1536, "validation_pairs": 256,
               "photographic": 1.0},
     # Under an hour on the 2 CPU cores (47 min, data wait 0.4%, 2026-11-28): the reference checkpoint for real-face
