@@ -21,7 +21,6 @@ through the installed distribution's metadata (:func:`gan_face_generate_weights`
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import ComFaceInputError
+from .stylegan import file_sha256
 
 #: The distribution and release whose weights this module was written and measured against.
 GAN_FACE_GENERATE = "gan-face-generate"
@@ -111,14 +111,6 @@ def gan_face_generate_weights() -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_gan_face_generate(checkpoint: Optional[Union[str, os.PathLike]] = None, check_sha256: bool = True,
                            **_: Any) -> DCGANGenerator:
     """The ``gan-face-generate`` DCGAN (float32, eval mode, no gradients) from its wheel or a ``weights.tar`` path.
@@ -135,7 +127,7 @@ def load_gan_face_generate(checkpoint: Optional[Union[str, os.PathLike]] = None,
         raise ComFaceInputError(f"{checkpoint!r} is a URL: pass a local weights.tar (nothing is downloaded).")
     if not path.is_file():
         raise FileNotFoundError(f"No DCGAN weights at {path}: pass a weights.tar holding netG_state_dict.")
-    if checkpoint is None and check_sha256 and _sha256(path) != GAN_FACE_GENERATE_SHA256:
+    if checkpoint is None and check_sha256 and file_sha256(path) != GAN_FACE_GENERATE_SHA256:
         raise ComFaceInputError(
             f"{path} is not {GAN_FACE_GENERATE} {GAN_FACE_GENERATE_VERSION}'s weights.tar (sha256 differs): directions "
             f"fitted on one release's generator do not fit another. Install {INSTALL_HINT}, or pass the file as the "
