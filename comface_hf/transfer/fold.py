@@ -284,6 +284,15 @@ def _backbone_features(
     return torch.cat(chunks), {row: k for k, row in enumerate(rows)}
 
 
+def pair_design(features: np.ndarray, row_of: dict[int, int], pairs: Sequence[ChangePair], symmetric: bool
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The linear head's design for ``pairs``: pair features ``[N, D]`` from per-image features (``row_of``: image
+    row -> feature row, as :func:`_backbone_features` returns) and the labels ``[N]``."""
+    fx = features[[row_of[p.index_x] for p in pairs]]
+    fy = features[[row_of[p.index_y] for p in pairs]]
+    return pair_features(fx, fy, symmetric), np.array([p.label for p in pairs], dtype=np.float64)
+
+
 def _fit_ridge_head(model: nn.Module, images: _RowTensors, image_rows: Sequence[int], split: dict[str, list],
                     settings: "TransferSettings", device, label_scale: Optional["_LabelScale"] = None):
     """Solve the exact ridge head on f's frozen features and write it into ``model.difference_head.linear``, in
@@ -296,9 +305,7 @@ def _fit_ridge_head(model: nn.Module, images: _RowTensors, image_rows: Sequence[
     feats = features.double().numpy()
 
     def design(subset):
-        fx = feats[[row_of[p.index_x] for p in subset]]
-        fy = feats[[row_of[p.index_y] for p in subset]]
-        return pair_features(fx, fy, symmetric), np.array([p.label for p in subset], dtype=np.float64)
+        return pair_design(feats, row_of, subset, symmetric)
 
     if settings.linear_selection == "cv":
         fit_pairs = list(split["train"]) + list(split["val"])

@@ -13,7 +13,7 @@ from typing import Optional
 from torch import nn
 
 from ..image_processing_comface import COMFACE_MEAN, COMFACE_STD, ComFaceImageProcessor
-from ..peers import PEERS, parse_peer_list
+from ..peers import PEERS, get_peer, parse_peer_list
 from .tasks import MODES, check_choice
 
 #: Forms of ``init`` understood by :func:`build_change_model`.
@@ -194,8 +194,6 @@ def _peer_spec(peers: list[str], mode: str, init: str) -> ChangeModelSpec:
             "part in linear evaluation only. Use --mode linear, or fuse it into a ComFace init with --extra_features."
         )
     for name in peers:
-        from ..peers import get_peer
-
         get_peer(name).check_available()
     model = ChangeEstimator.from_parts(None, peers, init=init)
     spec = ChangeModelSpec(model, model.config.image_size, [0.0] * 3, [1.0] * 3, "peer", " + ".join(peers))

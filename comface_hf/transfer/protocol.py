@@ -16,10 +16,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..linear_probe import fit_ridge_probe_cv, pair_features
+from ..linear_probe import fit_ridge_probe_cv
 from ..peers import PEERS
 from ..transfer_data import ChangePair, compute_change_metrics, load_change_metrics, pairs_for_subjects, save_pairs
-from .fold import TransferSettings, _backbone_features, _RowTensors, row_transform, run_fold, write_ridge_head
+from .fold import (
+    TransferSettings, _backbone_features, _RowTensors, pair_design, row_transform, run_fold, write_ridge_head,
+)
 from .models import _peer_spec, build_change_model
 from .tasks import (
     ALIGN_MODES, MODES, TASK_UNITS, TASKS, TaskData, check_choice, load_task_dataset, make_folds, sample_task_pairs,
@@ -238,10 +240,7 @@ def fit_change_estimator(
     rows = [i for p in pairs for i in (p.index_x, p.index_y)]
     images.warm(rows, settings.show_progress and accelerator.is_local_main_process)
     features, row_of = _backbone_features(spec.model, images, rows, settings.batch_size, accelerator.device)
-    feats = features.double().numpy()
-    x = pair_features(feats[[row_of[p.index_x] for p in pairs]], feats[[row_of[p.index_y] for p in pairs]],
-                      symmetric_change)
-    y = np.array([p.label for p in pairs], dtype=np.float64)
+    x, y = pair_design(features.double().numpy(), row_of, pairs, symmetric_change)
     probe = fit_ridge_probe_cv(x, y, [p.subject for p in pairs], symmetric=symmetric_change,
                                log10_grid=settings.ridge_log10_grid, n_splits=settings.ridge_cv_folds)
     model = spec.model
