@@ -4,7 +4,7 @@
         --beside docs/real_beside_rendered.png
 
 ``--beside``: the aligned astronaut at 112 px beside faces of the embedded generator (renderer 2.0.0) at 112 px, as
-rendered and as one random photographic capture each (:mod:`comface_hf.photographic`).
+rendered and as one random photographic capture each (:mod:`comface_hf.synthesis.photographic`).
 
 Top row: scikit-image's ``astronaut`` (a photo that ships in a registry package) with the detector's 68 landmarks
 and the frame's square, its aligned crop with the frame's eye and mouth marks (green), and the crops of a copy turned
@@ -83,7 +83,7 @@ def main() -> None:
 
 
 def beside(photo: Image.Image, out: str, size: int = 112, count: int = 7) -> None:
-    from comface_hf.photographic import photographic
+    from comface_hf.synthesis.photographic import photographic
 
     aligner = FaceAligner(size=size)
     real = aligner.align(photo).image

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from comface_hf.photographic import CaptureRanges, photographic  # noqa: E402
+from comface_hf.synthesis.photographic import CaptureRanges, photographic  # noqa: E402
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from comface_hf.transfer import (  # noqa: E402
     run_fold,
     sample_task_pairs,
 )
-from comface_hf.transfer_data import load_change_metrics  # noqa: E402
+from comface_hf.transfer.metrics import load_change_metrics  # noqa: E402
 
 DEFAULT_CHECKPOINT = "outputs/comface-embedded/model"
 

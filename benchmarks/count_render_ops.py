@@ -17,8 +17,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from comface_hf.augment import augment_batch  # noqa: E402
-from comface_hf.photographic import photographic  # noqa: E402
+from comface_hf.pretraining.augment import augment_batch  # noqa: E402
+from comface_hf.synthesis.photographic import photographic  # noqa: E402
 from comface_hf.synthesis import EmbeddedFaceGenerator  # noqa: E402
 
 

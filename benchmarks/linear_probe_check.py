@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sklearn.linear_model import Ridge  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from comface_hf.linear_probe import DEFAULT_LOG10_GRID, fit_ridge_probe, pair_features, standardisation  # noqa: E402
+from comface_hf.transfer.linear_probe import DEFAULT_LOG10_GRID, fit_ridge_probe, pair_features, standardisation  # noqa: E402
 from comface_hf.transfer import (  # noqa: E402
     TransferSettings,
     _backbone_features,
@@ -47,7 +47,7 @@ from comface_hf.transfer import (  # noqa: E402
     run_protocol,
     sample_task_pairs,
 )
-from comface_hf.transfer_data import pairs_for_subjects, sample_change_pairs, subject_kfold  # noqa: E402
+from comface_hf.transfer.pairs import pairs_for_subjects, sample_change_pairs, subject_kfold  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "realfaces"
 

@@ -1,4 +1,4 @@
-"""Measure the photographic randomisation's strength against real pairs (comface_hf.photographic).
+"""Measure the photographic randomisation's strength against real pairs (comface_hf.synthesis.photographic).
 
     PYTHONPATH=. python benchmarks/photographic_strength.py [--realfaces ../shared/realfaces] [--size 64]
 
@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from comface_hf.photographic import image_statistics, photographic  # noqa: E402
+from comface_hf.synthesis.photographic import image_statistics, photographic  # noqa: E402
 from comface_hf.synthesis import EmbeddedFaceGenerator  # noqa: E402
 
 STATS = ("brightness", "contrast", "colourfulness", "sharpness")

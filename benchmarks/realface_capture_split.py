@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.realface_table import DATASETS  # noqa: E402  (the same tables the runs used)
 from comface_hf.transfer import load_task_dataset  # noqa: E402
-from comface_hf.reports import read_predictions  # noqa: E402
-from comface_hf.transfer_data import compute_change_metrics, load_change_metrics, load_pairs  # noqa: E402
+from comface_hf.transfer.reports import read_predictions  # noqa: E402
+from comface_hf.transfer.metrics import compute_change_metrics, load_change_metrics  # noqa: E402
+from comface_hf.transfer.pairs import load_pairs  # noqa: E402
 
 GREYSCALE_SPREAD = 0.02
 

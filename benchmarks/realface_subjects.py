@@ -12,7 +12,7 @@ how far apart two rows must be before this dev set can tell them apart.
 paired; the mean over the reference's seeds when it has several), with the same interval.
 ``--pool GLOB``: one more row per dataset and mode, the per-subject Corr. averaged over every run whose method matches
 (e.g. a preset's pretraining seeds), with its interval over subjects: the preset's number, not one checkpoint's.
-Metric definitions: the repository's ``evaluate`` modules (``comface_hf.transfer_data.compute_change_metrics``).
+Metric definitions: the repository's ``evaluate`` modules (``comface_hf.transfer.metrics.compute_change_metrics``).
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from comface_hf.reports import read_predictions  # noqa: E402
-from comface_hf.transfer_data import compute_change_metrics, load_change_metrics, load_pairs  # noqa: E402
+from comface_hf.transfer.reports import read_predictions  # noqa: E402
+from comface_hf.transfer.metrics import compute_change_metrics, load_change_metrics  # noqa: E402
+from comface_hf.transfer.pairs import load_pairs  # noqa: E402
 
 
 def per_subject_pearson(predictions_csv: Path, metrics) -> dict[str, float]:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from accelerate import Accelerator  # noqa: E402
 
-from comface_hf.reports import MODE_LABELS, plot_scatter, write_table  # noqa: E402
+from comface_hf.transfer.reports import MODE_LABELS, plot_scatter, write_table  # noqa: E402
 from comface_hf.synthesis import EmbeddedFaceGenerator  # noqa: E402
 from comface_hf.transfer import TransferSettings, load_task_dataset, run_protocol  # noqa: E402
 

@@ -32,13 +32,13 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from comface_hf.linear_probe import fit_ridge_probe, pair_features  # noqa: E402
-from comface_hf.photographic import photographic  # noqa: E402
+from comface_hf.transfer.linear_probe import fit_ridge_probe, pair_features  # noqa: E402
+from comface_hf.synthesis.photographic import photographic  # noqa: E402
 from comface_hf.synthesis import EmbeddedFaceGenerator, alpha_grid  # noqa: E402
 from comface_hf.transfer import (  # noqa: E402
     _backbone_features, build_change_model, load_task_dataset, row_transform, sample_task_pairs, write_run_outputs,
 )
-from comface_hf.transfer_data import compute_change_metrics  # noqa: E402
+from comface_hf.transfer.metrics import compute_change_metrics  # noqa: E402
 from benchmarks.realface_table import DATASETS as TABLE_DATASETS, _slug  # noqa: E402  (its tables and run names)
 from training.pretrain import to_model_input  # noqa: E402
 

@@ -1,11 +1,20 @@
 """comface_hf: ComFace (facial representation learning with synthetic data for comparing faces) for Hugging Face.
 
-Pipeline: `comface_hf.synthesis` (face generator) -> `dataset_builders.comface_synthetic` -> `comface_hf.pairs`
-(pair sampler and curriculum) -> `ComFaceModel` and `comface_hf.losses` -> `training/pretrain.py` -> save/push ->
-`from_pretrained` -> `ComFaceForChangeEstimation` and `training/transfer.py`.
+The package is grouped by pipeline stage:
+
+* ``comface_hf.synthesis``: face generators (embedded renderer, latent edits of StyleGAN / DCGAN, directions).
+* ``comface_hf.pretraining``: pair sampler and curriculum (Eq. 2), SimCLR augmentation; ``training/pretrain.py`` runs it.
+* the model, at the top (transformers' layout, and flat because ``trust_remote_code`` copies only flat relative
+  imports): ``configuration_*`` / ``modeling_*`` / ``image_processing_comface`` / ``pipeline_comface``, the losses
+  (Eq. 1 and the intra-personal regression), saving, cards and the Hub, and the real-photo path it needs
+  (``face_alignment``, ``face_frame``, ``face_comparison``, ``peers``).
+* ``comface_hf.transfer``: downstream tasks, pairs, folds, linear evaluation and fine-tuning, metrics, tables.
+* ``comface_hf.monitoring``: compare and track photos of one person, calibration, saliency; the ``comface`` CLI.
 """
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+from . import _moved
 
 from .configuration_comface import ComFaceConfig
 from .configuration_facecycle import FaceCycleConfig
@@ -23,6 +32,7 @@ from .modeling_facecycle import FaceCycleModel, FaceCycleOutput
 from .pipeline_comface import FaceChangeEstimationPipeline, register_pipeline
 
 __version__ = "0.1.0"
+_moved.install()  # old module paths (comface_hf.pairs, comface_hf.transfer_data, ...) still import, with a warning
 
 AutoConfig.register("comface", ComFaceConfig, exist_ok=True)
 AutoModel.register(ComFaceConfig, ComFaceModel, exist_ok=True)

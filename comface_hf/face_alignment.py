@@ -552,7 +552,7 @@ def frame_side(key_points_index: np.ndarray) -> float:
 def face_columns(
     landmarks: Any, scheme: str = "auto", source: str = "dataset", score: Optional[float] = None, num_faces: int = 1
 ) -> dict[str, Any]:
-    """A face's landmarks as the columns a dataset stores (``transfer_data.face_features``); checks them."""
+    """A face's landmarks as the columns a dataset stores (``comface_hf.transfer.schema.face_features``); checks them."""
     points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
     scheme = guess_scheme(points) if scheme == "auto" else scheme
     kp = key_points(points, scheme)

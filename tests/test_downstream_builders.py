@@ -17,7 +17,7 @@ from dataset_builders.disfa import Disfa
 from dataset_builders.face_change import FaceChange
 from dataset_builders.fgnet import Fgnet
 
-from comface_hf.transfer_data import face_features
+from comface_hf.transfer.schema import face_features
 from tests.fixtures_downstream import (
     DISFA_SUBJECTS,
     disfa_intensity,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.linear_model import Ridge
 
-from comface_hf.linear_probe import fit_ridge_probe, pair_features, ridge_path, standardisation
+from comface_hf.transfer.linear_probe import fit_ridge_probe, pair_features, ridge_path, standardisation
 from comface_hf.transfer import (
     TransferSettings,
     build_change_model,

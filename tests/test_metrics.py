@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import pearsonr
 from sklearn.metrics import mean_absolute_error
 
-from comface_hf.transfer_data import METRICS_DIR, compute_change_metrics, load_change_metrics
+from comface_hf.transfer.metrics import METRICS_DIR, compute_change_metrics, load_change_metrics
 
 
 @pytest.fixture(scope="module")

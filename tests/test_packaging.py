@@ -10,6 +10,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -32,7 +34,7 @@ def test_wheel_carries_metrics_and_cards(tmp_path: Path) -> None:
     # An installed wheel (unpacked, first on the path) finds its metrics without the repository.
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = ("import json; from comface_hf.transfer_data import METRICS_DIR, load_change_metrics; "
+    code = ("import json; from comface_hf.transfer.metrics import METRICS_DIR, load_change_metrics; "
             "m = load_change_metrics(); "
             "print(json.dumps([str(METRICS_DIR), m['mae'].compute(predictions=[1.0, 2.0], references=[2.0, 2.0])]))")
     env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -40,3 +42,23 @@ def test_wheel_carries_metrics_and_cards(tmp_path: Path) -> None:
     metrics_dir, mae = json.loads(out.stdout.strip().splitlines()[-1])
     assert Path(metrics_dir) == site / "metrics"
     assert mae == {"mae": 0.5}
+
+
+def test_moved_module_paths_still_import_with_a_warning() -> None:
+    # The package was grouped by stage; old paths forward to the new modules (the same objects) and say where to go.
+    import importlib
+
+    from comface_hf._moved import MOVED
+    from comface_hf.transfer.pairs import sample_change_pairs
+    from dataset_builders.base import ManualDataBuilder
+
+    old = importlib.import_module("comface_hf.transfer_data")
+    with pytest.warns(DeprecationWarning, match="comface_hf.transfer.pairs"):
+        assert old.sample_change_pairs is sample_change_pairs
+    with pytest.warns(DeprecationWarning, match="dataset_builders.base"):
+        assert old.ManualDataBuilder is ManualDataBuilder
+    with pytest.raises(AttributeError, match="moved to"):
+        old.no_such_name  # noqa: B018
+    for name, targets in MOVED.items():  # every target exists, so no alias points nowhere
+        for target in targets:
+            importlib.import_module(target)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from comface_hf.augment import augment_batch, color_jitter, step_generator
-from comface_hf.pairs import CorpusPairSampler, Curriculum, StreamingPairSampler, split_identities
+from comface_hf.pretraining.augment import augment_batch, color_jitter, step_generator
+from comface_hf.pretraining.pairs import CorpusPairSampler, Curriculum, StreamingPairSampler, split_identities
 
 GRID = np.round(np.arange(-50, 51) / 10, 1)
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from comface_hf.errors import ComFaceInputError
-from comface_hf.linear_probe import fit_ridge_probe_cv, standardisation
+from comface_hf.transfer.linear_probe import fit_ridge_probe_cv, standardisation
 from comface_hf.peers import PEER_IMAGE_SIZE, get_peer, normalised_landmarks, parse_peer_list, signed_features
 
 

@@ -14,8 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from comface_hf.augment import _uniform
-from comface_hf.photographic import CaptureRanges, _gaussian_blur, photographic
+from comface_hf.synthesis.photographic import (
+    CaptureRanges,
+    _gaussian_blur,
+    photographic,
+)
+from comface_hf.synthesis.photographic import uniform_draws as _uniform
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*TorchCodec:DeprecationWarning")  # torchvision.io's JPEG, 0.29+
 

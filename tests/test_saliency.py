@@ -1,4 +1,4 @@
-"""Eigen-CAM saliency (comface_hf.saliency): shapes, ranges, the figure, the CLI and the centre-of-face score.
+"""Eigen-CAM saliency (comface_hf.monitoring.saliency): shapes, ranges, the figure, the CLI and the centre-of-face score.
 
 Tiny timm backbones (``test_resnet``, ``test_vit``) keep the file fast; faces are 96 px so ResNet's last stage (stride
 32) has a 3 x 3 map rather than a single cell.
@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from comface_hf import ComFaceConfig, ComFaceImageProcessor, ComFaceModel
-from comface_hf.saliency import centre_score, default_target_layer, eigencam, face_images, main, saliency_figure
+from comface_hf.monitoring.saliency import centre_score, default_target_layer, eigencam, face_images, main, saliency_figure
 
 SIZE = 96
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from comface_hf.face_frame import CANONICAL_KEY_POINTS
-from comface_hf.photographic import image_statistics, photographic
+from comface_hf.synthesis.photographic import image_statistics, photographic
 from comface_hf.synthesis import EmbeddedFaceGenerator
 
 

@@ -11,15 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from comface_hf.transfer_data import (
-    ChangePairDataset,
-    load_pairs,
-    make_synthetic_task,
-    pairs_for_subjects,
-    sample_change_pairs,
-    save_pairs,
-    subject_kfold,
-)
+from comface_hf.transfer.pairs import ChangePairDataset, load_pairs, pairs_for_subjects, sample_change_pairs, save_pairs, subject_kfold
+from comface_hf.transfer.synthetic_task import make_synthetic_task
 
 
 def _table(num_subjects: int = 6, per_subject: int = 10, seed: int = 0):

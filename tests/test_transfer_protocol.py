@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from comface_hf import ComFaceConfig, ComFaceModel, FaceCycleConfig, FaceCycleModel
-from comface_hf.reports import format_markdown, load_results, main as reports_main, write_table
+from comface_hf.transfer.reports import format_markdown, load_results, main as reports_main, write_table
 from comface_hf.transfer import (
     TransferSettings,
     build_change_model,

@@ -37,8 +37,8 @@ from transformers import HfArgumentParser
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
 from comface_hf import ComFaceConfig, ComFaceImageProcessor, ComFaceModel, FaceCycleConfig, FaceCycleModel  # noqa: E402
-from comface_hf.augment import augment_batch, step_generator  # noqa: E402
-from comface_hf.pairs import CorpusPairSampler, Curriculum, StreamingPairSampler, split_identities  # noqa: E402
+from comface_hf.pretraining.augment import augment_batch, step_generator  # noqa: E402
+from comface_hf.pretraining.pairs import CorpusPairSampler, Curriculum, StreamingPairSampler, split_identities  # noqa: E402
 from comface_hf.errors import ComFaceInputError, run_cli  # noqa: E402
 from comface_hf.synthesis import DEFAULT_RENDERER_VERSION  # noqa: E402
 from training.checkpointing import atomic_directory, find_checkpoint, list_checkpoints, prune_checkpoints  # noqa: E402
@@ -70,7 +70,7 @@ class PretrainArguments:
     craniofacial_growth: bool = field(default=True, metadata={"help": "Renderer 2's childhood growth (head strain and "
                                       "child proportions); --craniofacial_growth False is the growth ablation."})
     photographic: float = field(default=0.0, metadata={"help": "Strength of per-image photographic capture "
-                                "randomisation of streamed pairs (comface_hf.photographic; 0: off, 1: measured)."})
+                                "randomisation of streamed pairs (comface_hf.synthesis.photographic; 0: off, 1: measured)."})
     compile_generator: bool = field(default=False, metadata={"help": "torch.compile the embedded renderer (same "
                                     "pixels, 5-8x faster on CPU; 30-45 s to compile once per size)."})
     samples_per_epoch: int = field(default=4096, metadata={"help": "Pairs per epoch when streaming."})
@@ -267,7 +267,7 @@ class StreamingPairs:
             images = self.generator.render(torch.cat([identity, identity]), torch.cat([attribute, attribute]),
                                            torch.cat([alpha_x, alpha_y]))
         if self.photographic > 0:  # each image of a pair is its own photo: capture drawn per (seed, epoch, index)
-            from comface_hf.photographic import photographic
+            from comface_hf.synthesis.photographic import photographic
 
             state = np.random.SeedSequence([self.seed, epoch + 1, start, 0x9407]).generate_state(2, np.uint32)
             g = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)

@@ -14,7 +14,7 @@ head instead); fine-tuning uses standardised labels, warm-up + cosine decay and 
 Real photos are aligned into the canonical face frame (`--align`: the dataset's landmarks, else the detector).
 Writes pairs.csv, results.json, predictions.csv, scatter.png and table.md/.csv to --output_dir. The pairs depend only on
 the task and --data_seed, so runs of different inits are evaluated on identical pairs (or pass --pairs_file).
-Combine runs into one table with `python -m comface_hf.reports <dirs>/results.json --out table`.
+Combine runs into one table with `python -m comface_hf.transfer.reports <dirs>/results.json --out table`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from transformers import HfArgumentParser
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
 from comface_hf.errors import run_cli  # noqa: E402
-from comface_hf.reports import write_table  # noqa: E402
+from comface_hf.transfer.reports import write_table  # noqa: E402
 from comface_hf.transfer import (  # noqa: E402
     ALIGN_MODES,
     INIT_FORMS,

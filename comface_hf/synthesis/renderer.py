@@ -29,7 +29,7 @@ Version 2 (the default) is built for transfer to real photographs:
 * **Backgrounds**: a gradient plus low-frequency texture per image.
 
 Photographic capture effects (exposure, white balance, grain, blur, JPEG, greyscale, faded scans) are not drawn here
-but applied per image by :mod:`comface_hf.photographic`, so a pair's two images can be different "photos".
+but applied per image by :mod:`comface_hf.synthesis.photographic`, so a pair's two images can be different "photos".
 
 Determinism: identity parameters come from a counter-based hash of ``(seed, identity, parameter index)``; the pixel
 maths uses only ``+ - * / sqrt floor clamp`` (exactly rounded; ``sin`` is a polynomial, ``sqrt`` goes through

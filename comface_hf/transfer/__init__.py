@@ -12,10 +12,10 @@ One *run* = one task dataset x one initialisation x one mode (linear evaluation 
    trains l from scratch, fine-tuning trains f and l from the initial weights, both with MSE on value_y - value_x.
 
 :func:`run_protocol` returns a JSON-able dict (per-fold metrics, mean and std over folds, settings, data report);
-``training/transfer.py`` is the command line over it and :mod:`comface_hf.reports` turns results into tables.
+``training/transfer.py`` is the command line over it and :mod:`comface_hf.transfer.reports` turns results into tables.
 
 Augmentation: the paper does not describe downstream augmentation, so none is applied by default; ``augment=True``
-applies the pretraining SimCLR augmentation (:func:`comface_hf.augment.augment_batch`) to x and y independently
+applies the pretraining SimCLR augmentation (:func:`comface_hf.pretraining.augment.augment_batch`) to x and y independently
 during training only (colour, crop and flip do not change expression, weight or age).
 
 Modules, in pipeline order: :mod:`.tasks` (task tables, pairs, folds), :mod:`.models` (a change model from any init,

@@ -16,14 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..linear_probe import DEFAULT_CV_FOLDS, DEFAULT_LOG10_GRID, fit_ridge_probe, fit_ridge_probe_cv, pair_features
-from ..transfer_data import ChangePair, Fold, compute_change_metrics, load_change_metrics, pairs_for_subjects
+from .linear_probe import DEFAULT_CV_FOLDS, DEFAULT_LOG10_GRID, fit_ridge_probe, fit_ridge_probe_cv, pair_features
+from .pairs import ChangePair, Fold, pairs_for_subjects
+from .metrics import compute_change_metrics, load_change_metrics
 from .models import ChangeModelSpec
 from .tasks import TaskData, check_choice
 
 #: How the linear head's complexity is chosen (``--linear_selection``), the ridge penalty of the closed-form head or the
 #: number of epochs of the SGD head: grouped cross-validation over the subjects of every non-test pair, then refitted
-#: on all of them (default; see :func:`comface_hf.linear_probe.fit_ridge_probe_cv`), or the fold's validation subjects
+#: on all of them (default; see :func:`comface_hf.transfer.linear_probe.fit_ridge_probe_cv`), or the fold's validation subjects
 #: alone (the earlier rule: two or three people choose it, which penalises weak features most).
 LINEAR_SELECTIONS: tuple[str, ...] = ("cv", "val")
 #: Linear-head solvers (``--linear_solver``): the exact ridge head on cached features (default), or the paper's
@@ -46,7 +47,7 @@ DEFAULT_EPOCHS = {"linear": 100, "finetune": 15}
 class TransferSettings:
     """Optimisation settings shared by all folds of a run.
 
-    Linear evaluation defaults to the exact ridge head (:mod:`comface_hf.linear_probe`): f runs once per image, the
+    Linear evaluation defaults to the exact ridge head (:mod:`comface_hf.transfer.linear_probe`): f runs once per image, the
     least-squares head on ``ReLU(f(y) - f(x))`` is solved in closed form for a grid of L2 penalties; the penalty is
     chosen by grouped cross-validation over the subjects of the training and validation pairs and the head refitted on
     all of them (``linear_selection="cv"``), or the penalty with the best validation MAE is kept (``"val"``);
@@ -246,7 +247,7 @@ class _StoredPairs(torch.utils.data.Dataset):
 
 def _augment_normalised(pixel_values: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator):
     """SimCLR augmentation of normalised images: undo the normalisation, augment in [0, 1], normalise again."""
-    from ..augment import augment_batch
+    from ..pretraining.augment import augment_batch
 
     return (augment_batch((pixel_values * std + mean).clamp(0, 1), generator) - mean) / std
 
@@ -443,7 +444,7 @@ def run_fold(
 
     ``spec.model`` must hold the initial weights (already prepared for ``mode`` by :func:`build_change_model`); it is
     trained in place. Linear evaluation with the default ``closed_form`` solver runs f once per image and solves the
-    ridge head exactly, the penalty chosen on the validation pairs (:func:`comface_hf.linear_probe.fit_ridge_probe`).
+    ridge head exactly, the penalty chosen on the validation pairs (:func:`comface_hf.transfer.linear_probe.fit_ridge_probe`).
     Otherwise only parameters with ``requires_grad`` are optimised (Adam on standardised labels, warm-up + cosine,
     early stopping on validation MAE). ``images`` shares decoded/aligned tensors across folds.
     """

@@ -16,9 +16,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..linear_probe import fit_ridge_probe_cv
+from .linear_probe import fit_ridge_probe_cv
 from ..peers import PEERS
-from ..transfer_data import ChangePair, compute_change_metrics, load_change_metrics, pairs_for_subjects, save_pairs
+from .pairs import ChangePair, pairs_for_subjects, save_pairs
+from .metrics import compute_change_metrics, load_change_metrics
 from .fold import (
     TransferSettings, _backbone_features, _RowTensors, pair_design, row_transform, run_fold, write_ridge_head,
 )
@@ -224,7 +225,7 @@ def fit_change_estimator(
     accelerator: Any = None,
 ):
     """The estimator a user keeps: the linear head refitted on the pairs of ALL subjects, its penalty chosen by
-    grouped cross-validation over them (:func:`~comface_hf.linear_probe.fit_ridge_probe_cv`), as a
+    grouped cross-validation over them (:func:`~comface_hf.transfer.linear_probe.fit_ridge_probe_cv`), as a
     :class:`~comface_hf.modeling_change_estimator.ChangeEstimator` predicting in ``change_units``.
 
     ``cv_results`` (the protocol's results on the same pairs) supplies the cross-validated metrics for its card.
@@ -322,7 +323,7 @@ def run_zero_shot(
 def write_run_outputs(results: dict[str, Any], pairs: Sequence[ChangePair], output_dir: str) -> None:
     """``predictions.csv``, ``scatter.png`` and last ``results.json`` (everything but the predictions) in
     ``output_dir``, each written atomically: a run whose results.json exists is finished, with all its files."""
-    from ..reports import plot_scatter
+    from .reports import plot_scatter
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@ from typing import Any, Optional
 
 import datasets
 
-from ..transfer_data import ChangePair, Fold, load_pairs, make_synthetic_task, sample_change_pairs, subject_kfold
+from .pairs import ChangePair, Fold, load_pairs, sample_change_pairs, subject_kfold
+from .synthetic_task import make_synthetic_task
 
 #: Tasks accepted by :func:`load_task_dataset` (and ``--task``).
 TASKS: tuple[str, ...] = (

@@ -4,7 +4,7 @@ DISFA has 27 subjects filmed for 4845 frames each, with per-frame intensities 0-
 several action units. ComFace uses AU6 (cheek raiser) and AU12 (lip corner puller) and
 keeps frames with intensity 1 to 5; one row per kept frame, ``value`` = intensity. Pairs
 and the change ``intensity_y - intensity_x`` are formed later
-(``comface_hf.transfer_data.sample_change_pairs``).
+(``comface_hf.transfer.pairs.sample_change_pairs``).
 
 Frames come from the left-camera videos (decoded with PyAV) or, faster, from a folder of
 already extracted frames; see ``_LAYOUT`` / README.md.
@@ -37,7 +37,8 @@ from typing import Any
 import datasets
 from PIL import Image
 
-from comface_hf.transfer_data import ManualDataBuilder, ManualDataConfig, change_features, read_checked_image
+from dataset_builders.base import ManualDataBuilder, ManualDataConfig, read_checked_image
+from comface_hf.transfer.schema import change_features
 
 _DESCRIPTION = (
     "DISFA left-camera frames with AU6/AU12 intensity (1-5), for estimating expression-intensity "

@@ -3,7 +3,7 @@
 This is the form for clinical data such as the paper's dialysis weights (Edema-A/B,
 Sec. 4.2), which cannot be shared: each row is one face image of one subject with a
 scalar value (weight in kg, a symptom score, ...). Pairs and the change
-``value_y - value_x`` are formed later (``comface_hf.transfer_data.sample_change_pairs``).
+``value_y - value_x`` are formed later (``comface_hf.transfer.pairs.sample_change_pairs``).
 
 Usage::
 
@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 
 from comface_hf.errors import ComFaceInputError
 from comface_hf.face_alignment import read_pts
-from comface_hf.transfer_data import ManualDataBuilder, ManualDataConfig, change_features, read_checked_image
+from dataset_builders.base import ManualDataBuilder, ManualDataConfig, read_checked_image
+from comface_hf.transfer.schema import change_features
 
 _DESCRIPTION = "Face images of the same people at several times with a scalar value each (e.g. weight)."
 REQUIRED_COLUMNS = ("subject", "image", "value")

@@ -3,7 +3,7 @@
 FG-NET (1002 images, 82 subjects, ages 0-69) names each image ``<subject>A<age><suffix>``:
 ``001A02.JPG`` is subject 001 at age 2, ``001A02a.JPG`` a second image at that age. One
 row per readable image with ``value`` = age in years; pairs and the age change
-``age_y - age_x`` are formed later (``comface_hf.transfer_data.sample_change_pairs``).
+``age_y - age_x`` are formed later (``comface_hf.transfer.pairs.sample_change_pairs``).
 
 Landmarks: FG-NET ships 68 manually placed points per image (``points/001a02.pts``) in its
 own markup (not iBUG order: pupils 31 and 36, mouth corners 48 and 54). They are stored with
@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 
 from comface_hf.errors import ComFaceInputError
 from comface_hf.face_alignment import read_pts
-from comface_hf.transfer_data import ManualDataBuilder, ManualDataConfig, change_features, read_checked_image
+from dataset_builders.base import ManualDataBuilder, ManualDataConfig, read_checked_image
+from comface_hf.transfer.schema import change_features
 
 _DESCRIPTION = "FG-NET face images with ages, for estimating age change between two images of one person."
 _HOMEPAGE = "https://yanweifu.github.io/FG_NET_data/"

@@ -4,7 +4,7 @@ Rows are methods (initialisations), columns are task x {linear, fine-tuning} x {
 "mean ± std" over the cross-validation folds. Input is a list of ``results.json`` dicts written by
 :func:`comface_hf.transfer.run_protocol`, so separate runs combine into one table::
 
-    python -m comface_hf.reports outputs/transfer/*/results.json --out table   # -> table.md, table.csv
+    python -m comface_hf.transfer.reports outputs/transfer/*/results.json --out table   # -> table.md, table.csv
 """
 
 from __future__ import annotations

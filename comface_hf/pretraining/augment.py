@@ -16,6 +16,8 @@ import torch
 from torchvision.ops import roi_align
 from torchvision.transforms.v2 import functional as TF
 
+from ..synthesis.photographic import uniform_draws
+
 
 @dataclass(frozen=True)
 class AugmentationConfig:
@@ -34,14 +36,10 @@ class AugmentationConfig:
     grayscale_p: float = 0.1
 
 
-def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=g)
-
-
 def crop_boxes(n: int, height: int, width: int, cfg: AugmentationConfig, g: torch.Generator) -> torch.Tensor:
     """RandomResizedCrop boxes [n, 4] (x1, y1, x2, y2), one per image: area share and log-uniform aspect ratio."""
-    area = _uniform(n, *cfg.crop_scale, g) * height * width
-    log_ratio = _uniform(n, torch.log(torch.tensor(cfg.crop_ratio[0])).item(), torch.log(torch.tensor(cfg.crop_ratio[1])).item(), g)
+    area = uniform_draws(n, *cfg.crop_scale, g) * height * width
+    log_ratio = uniform_draws(n, torch.log(torch.tensor(cfg.crop_ratio[0])).item(), torch.log(torch.tensor(cfg.crop_ratio[1])).item(), g)
     ratio = torch.exp(log_ratio)
     w = torch.sqrt(area * ratio).clamp(max=width)
     h = torch.sqrt(area / ratio).clamp(max=height)
@@ -65,10 +63,10 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, cfg: Augment
     boxes = crop_boxes(n, height, width, cfg, generator)
     flip = torch.rand(n, generator=generator) < cfg.flip_p
     jitter = torch.rand(n, generator=generator) < cfg.jitter_p
-    brightness = _uniform(n, 1 - cfg.brightness, 1 + cfg.brightness, generator)
-    contrast = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, generator)
-    saturation = _uniform(n, 1 - cfg.saturation, 1 + cfg.saturation, generator)
-    hue = _uniform(n, -cfg.hue, cfg.hue, generator)
+    brightness = uniform_draws(n, 1 - cfg.brightness, 1 + cfg.brightness, generator)
+    contrast = uniform_draws(n, 1 - cfg.contrast, 1 + cfg.contrast, generator)
+    saturation = uniform_draws(n, 1 - cfg.saturation, 1 + cfg.saturation, generator)
+    hue = uniform_draws(n, -cfg.hue, cfg.hue, generator)
     gray = torch.rand(n, generator=generator) < cfg.grayscale_p
     one = torch.ones(n)
     # Images without jitter get identity factors, so one batched pass serves all.

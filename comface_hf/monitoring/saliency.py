@@ -11,7 +11,7 @@ component of the layer's activations, no class scores involved. This module wrap
 * :func:`saliency_figure` — rows = face images, columns = the original and one overlay per model;
 * a command line::
 
-    python -m comface_hf.saliency --models ComFace=outputs/comface-embedded/model Scratch=scratch:resnet18 \\
+    python -m comface_hf.monitoring.saliency --models ComFace=outputs/comface-embedded/model Scratch=scratch:resnet18 \\
         --out saliency.png [--num_images 4] [--score_images 64]
 
 Supported default target layers (:func:`default_target_layer`): timm ResNets (``layer4``, the last convolutional

@@ -37,8 +37,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .augment import _uniform
-
 #: ``photographic(jpeg_backend=...)`` values: ``"auto"`` is torchvision on CUDA, Pillow elsewhere.
 JPEG_BACKENDS = ("auto", "pillow", "torchvision")
 
@@ -60,6 +58,11 @@ class CaptureRanges:
     faded_p: float = 0.15
     jpeg_p: float = 0.5
     jpeg_quality_min: int = 30
+
+
+def uniform_draws(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
+    """``n`` draws from U(low, high) with generator ``g`` (the per-image random settings of a capture or augmentation)."""
+    return low + (high - low) * torch.rand(n, generator=g)
 
 
 def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -130,16 +133,16 @@ def photographic(
     if n == 0 or strength == 0:
         return images
     r, s, dev = ranges, float(strength), images.device
-    exposure = torch.exp2(_uniform(n, -r.exposure * s, r.exposure * s, generator))
-    gamma = torch.exp(_uniform(n, -r.gamma * s, r.gamma * s, generator))
-    contrast = 1.0 + _uniform(n, -r.contrast * s, r.contrast * s, generator)
-    wb = torch.exp(_uniform(3 * n, -r.white_balance * s, r.white_balance * s, generator)).view(n, 3)
+    exposure = torch.exp2(uniform_draws(n, -r.exposure * s, r.exposure * s, generator))
+    gamma = torch.exp(uniform_draws(n, -r.gamma * s, r.gamma * s, generator))
+    contrast = 1.0 + uniform_draws(n, -r.contrast * s, r.contrast * s, generator)
+    wb = torch.exp(uniform_draws(3 * n, -r.white_balance * s, r.white_balance * s, generator)).view(n, 3)
     wb = wb / wb.mean(1, keepdim=True)
-    sigma = _uniform(n, 0.0, r.blur_sigma * s, generator) * (h / 64.0)
-    grain = _uniform(n, 0.0, r.grain * s, generator)
+    sigma = uniform_draws(n, 0.0, r.blur_sigma * s, generator) * (h / 64.0)
+    grain = uniform_draws(n, 0.0, r.grain * s, generator)
     grey = torch.rand(n, generator=generator) < min(1.0, r.greyscale_p * s)
     faded = torch.rand(n, generator=generator) < min(1.0, r.faded_p * s)
-    fade_amount = _uniform(n, 0.3, 1.0, generator)
+    fade_amount = uniform_draws(n, 0.3, 1.0, generator)
     jpeg = torch.rand(n, generator=generator) < min(1.0, r.jpeg_p * s)
     quality = (r.jpeg_quality_min + (95 - r.jpeg_quality_min) * torch.rand(n, generator=generator)).round()
     noise_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
