@@ -1,23 +1,21 @@
-"""Real photographs in: read any image, find the face and its landmarks, warp it into the canonical face frame.
+"""Real photographs in: the one function that brings a face into the canonical face frame, and its one vocabulary.
 
 The frame itself is defined once, in :mod:`comface_hf.face_frame` (the FFHQ alignment rule the paper's StyleGAN
-faces follow); this module brings real images into it:
+faces follow). How the package is laid out, by concern:
 
-* :func:`load_image`: a path, bytes, PIL image, numpy array or torch tensor -> an RGB ``PIL.Image`` (EXIF orientation
-  applied; greyscale, palette, RGBA, 16-bit, float and CMYK images converted), or a clear :class:`ImageReadError`.
-* Landmarks, in this order of preference: those a dataset or user provides (any scheme in :data:`LANDMARK_SCHEMES`:
-  FG-NET's and iBUG's 68 points, 5-point detector output, or the two eyes and the mouth), else the detector.
-* :class:`DlibFaceDetector`: dlib's HOG face detector and its 68-point shape predictor. Both run on the CPU and their
-  weights are inside registry packages (the detector in ``dlib-bin`` itself, the predictor in
-  ``face-recognition-models``), so nothing is downloaded. Chosen over MediaPipe on measurements (BENCHMARKS.md): on
-  FG-NET it found 98.6% of the faces with a normalised landmark error of 0.031 at ~55 images/s on 2 cores;
-  MediaPipe's face mesh found 100% (error 0.033) 3x faster, but its last release that ships its weights (0.10.14)
-  pins protobuf < 5, which breaks TensorBoard >= 2.20 (measured), and later releases download their models. FFHQ
-  itself was aligned with these same dlib landmarks.
-* :class:`FaceAligner`: image (+ optional landmarks) -> :class:`AlignedFace` (the crop, landmarks, key points, the
-  source-to-crop matrix, the detector's score and the number of faces found); batches with :meth:`FaceAligner.align_batch`.
-* :class:`LandmarkCache`: detector results keyed by the image's bytes, kept with a built dataset so a rebuild does
-  not detect again; :func:`smooth_landmark_tracks` steadies landmarks across the frames of a video.
+* :mod:`comface_hf.image_io`: :func:`load_image` (any image -> RGB ``PIL.Image``, or a clear ``ImageReadError``).
+* :mod:`comface_hf.landmark_schemes`: landmark layouts (:data:`LANDMARK_SCHEMES`: iBUG's and FG-NET's 68 points,
+  5-point detector output, eyes and mouth) and the three key points the frame needs (:func:`key_points`).
+* :mod:`comface_hf.face_detector`: :class:`DlibFaceDetector` (dlib's HOG detector and 68-point predictor, on the CPU).
+* this module: :data:`ALIGN_MODES` (the vocabulary), :func:`align_face` (the one alignment function),
+  :class:`FaceAligner` (image + landmarks -> :class:`AlignedFace`) and :func:`warp_to_frame` (FFHQ's warp).
+* :mod:`comface_hf.alignment` (dataset side only): ``.pts`` files, the columns a built dataset stores, the landmark
+  cache, video smoothing.
+
+The four flat modules above travel with a saved model as remote code (``transformers`` copies the files a pipeline
+reaches through flat ``from .x import`` lines), so they import only each other, :mod:`~comface_hf.face_frame` and
+:mod:`~comface_hf.errors`; their names stay importable from here. Names that moved to :mod:`comface_hf.alignment`
+still import from here, with a ``DeprecationWarning``.
 
 Coordinates: landmarks are in *pixel-index* coordinates (the centre of the top-left pixel is ``(0, 0)``), as dlib,
 OpenCV, numpy indices and ``.pts`` files use them; :mod:`comface_hf.face_frame` works in pixel-edge coordinates and
@@ -26,412 +24,124 @@ the conversion (+0.5) happens here.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
+import importlib
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from .errors import ComFaceInputError, ImageReadError, NoFaceError
+from .errors import ComFaceInputError, ImageReadError, NoFaceError  # noqa: F401 (ImageReadError: re-exported)
+
+# The private names are re-exported for code and tests that reach them here (tests patch the registry _DETECTORS).
+from .face_detector import (  # noqa: F401
+    _DETECTORS,
+    DlibFaceDetector,
+    FaceDetection,
+    _dlib_model_path,
+    get_detector,
+)
 from .face_frame import apply_matrix, frame_matrix, frame_quad
+from .image_io import MIN_IMAGE_SIDE, ImageLike, describe, load_image
+from .landmark_schemes import LANDMARK_SCHEMES, LandmarkScheme, guess_scheme, key_points
 
-#: Images smaller than this on either side cannot show a face the aligner or a model can use.
-MIN_IMAGE_SIDE = 16
 #: A face whose frame spans fewer source pixels than this fraction of the output size is upsampled by more than
 #: 1 / fraction; it is still aligned, but reported as too small for the requested size.
 MIN_SOURCE_FRACTION = 0.5
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Reading images
+# The vocabulary: how an image is brought into the frame, and where its landmarks come from
 # ---------------------------------------------------------------------------------------------------------------------
 
-ImageLike = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, Any]
-
-
-def describe(image: Any) -> str:
-    """A short name for an image in messages: its path, or its type and shape."""
-    if isinstance(image, (str, os.PathLike)):
-        return str(image)
-    if isinstance(image, dict) and image.get("path"):
-        return str(image["path"])
-    if isinstance(image, Image.Image):
-        return getattr(image, "filename", "") or f"PIL image {image.size[0]}x{image.size[1]} {image.mode}"
-    shape = getattr(image, "shape", None)
-    return f"{type(image).__name__} of shape {tuple(shape)}" if shape is not None else type(image).__name__
-
-
-def _array_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
-    """An image array of any common dtype/layout -> ``uint8[H, W, 3|4]`` or ``uint8[H, W]``."""
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)  # channels first (torch layout) -> last
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-        raise ImageReadError(
-            f"cannot read {name}: expected an image array [H, W], [H, W, C] or [C, H, W] with C in (1, 3, 4), "
-            f"got shape {tuple(array.shape)}"
-        )
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == bool:
-        return array.astype(np.uint8) * 255
-    if array.dtype == np.uint16 or (np.issubdtype(array.dtype, np.integer) and array.max(initial=0) > 255):
-        # 16-bit scans and TIFFs: scale the full range, do not clip it.
-        return np.clip(np.rint(array.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
-    if np.issubdtype(array.dtype, np.integer):
-        return np.clip(array, 0, 255).astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        values = array.astype(np.float64)
-        if not np.all(np.isfinite(values)):
-            raise ImageReadError(f"cannot read {name}: the image array holds NaN or infinite values")
-        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0  # [0, 1] floats, else already 0-255
-        return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
-    raise ImageReadError(f"cannot read {name}: unsupported array dtype {array.dtype}")
-
-
-def _pil_to_rgb(image: Image.Image, name: str) -> Image.Image:
-    """Any PIL mode -> RGB; transparency is composited over white, 16-bit and float images are rescaled."""
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return Image.fromarray(_array_to_uint8(np.asarray(image), name)).convert("RGB")
-    if mode in ("P", "PA", "LA", "La", "RGBA", "RGBa") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")  # L, 1, CMYK (PIL undoes Adobe's inverted CMYK), YCbCr, LAB, HSV
-
-
-def load_image(image: ImageLike, *, min_side: int = MIN_IMAGE_SIDE) -> Image.Image:
-    """Read any image into an RGB ``PIL.Image`` with its EXIF orientation applied.
-
-    Accepts a file path, ``bytes``, a ``datasets`` image dict (``{"bytes", "path"}``), a PIL image, a numpy array
-    or a torch tensor (``[H, W]``, ``[H, W, C]`` or ``[C, H, W]``; uint8, uint16 or floats in [0, 1]). Greyscale,
-    palette, RGBA (over white), 16-bit, float and CMYK images become 8-bit RGB. The whole file is decoded here, so a
-    truncated file fails now rather than later.
-
-    Raises:
-        FileNotFoundError: a path that does not exist.
-        ImageReadError: not an image, truncated or corrupt, an unusable array, or smaller than ``min_side`` pixels.
-    """
-    name = describe(image)
-    if isinstance(image, dict):
-        if image.get("bytes") is not None:
-            image = image["bytes"]
-        elif image.get("path"):
-            image = image["path"]
-        else:
-            raise ImageReadError(f"cannot read {name}: an image dict needs 'bytes' or 'path'")
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.exists():
-            raise FileNotFoundError(f"image {str(path)!r} does not exist; check the path")
-        if path.is_dir():
-            raise ImageReadError(f"{str(path)!r} is a folder, not an image file")
-        try:
-            image = path.read_bytes()
-        except OSError as exc:
-            raise ImageReadError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        try:
-            pil = Image.open(io.BytesIO(bytes(image)))
-            pil.load()  # decode everything now: truncated files fail here
-        except UnidentifiedImageError:
-            raise ImageReadError(f"cannot read {name}: not a recognised image format (is it an image file?)") from None
-        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
-            raise ImageReadError(
-                f"cannot read {name}: the file is damaged or truncated ({type(exc).__name__}: {exc}); "
-                "re-export or re-copy it"
-            ) from None
-        image = pil
-    if isinstance(image, Image.Image):
-        try:
-            image = ImageOps.exif_transpose(image)  # phone photos: the pixels are stored sideways
-        except Exception:  # a damaged EXIF block must not lose the picture
-            pass
-        rgb = _pil_to_rgb(image, name)
-    elif hasattr(image, "detach") and hasattr(image, "cpu"):  # torch tensor, without importing torch here
-        rgb = Image.fromarray(_array_to_uint8(image.detach().cpu().numpy(), name)).convert("RGB")
-    elif isinstance(image, np.ndarray):
-        rgb = Image.fromarray(_array_to_uint8(image, name)).convert("RGB")
-    else:
-        raise ImageReadError(
-            f"cannot read {name}: pass a file path, bytes, a PIL image, a numpy array or a torch tensor"
-        )
-    if min(rgb.size) < min_side:
-        raise ImageReadError(
-            f"{name} is only {rgb.size[0]}x{rgb.size[1]} pixels: too small to show a face (at least {min_side} px "
-            "on each side); pass the original photo"
-        )
-    return rgb
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Landmark schemes: which points are the eyes and the mouth
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LandmarkScheme:
-    """Where a landmark scheme keeps the points the frame needs.
-
-    The image-left eye's centre is the mean of ``eye_left`` (likewise ``eye_right``); the mouth's centre is the mean
-    of ``mouth`` (its two corners, or the centre itself).
-    """
-
-    name: str
-    num_points: int
-    eye_left: tuple[int, ...]
-    eye_right: tuple[int, ...]
-    mouth: tuple[int, ...]
-    description: str
-
-
-#: Landmark layouts the aligner understands. "left"/"right" are image sides.
-LANDMARK_SCHEMES: dict[str, LandmarkScheme] = {
-    s.name: s
-    for s in (
-        LandmarkScheme(
-            "ibug68", 68, tuple(range(36, 42)), tuple(range(42, 48)), (48, 54),
-            "iBUG 300-W / Multi-PIE 68 points (dlib, face_alignment, OpenFace): eye contours 36-41 and 42-47, "
-            "mouth corners 48 and 54",
-        ),
-        LandmarkScheme(
-            "fgnet68", 68, (31,), (36,), (48, 54),
-            "FG-NET's own 68-point markup: pupils 31 (image-left) and 36, mouth corners 48 and 54 (not iBUG order)",
-        ),
-        LandmarkScheme(
-            "five_point", 5, (0,), (1,), (3, 4),
-            "5 points as MTCNN, RetinaFace and ArcFace give them: left eye, right eye, nose tip, left and right "
-            "mouth corners",
-        ),
-        LandmarkScheme("three_point", 3, (0,), (1,), (2,), "left eye centre, right eye centre, mouth centre"),
-    )
+#: The one set of words for alignment, used by ``ComFaceImageProcessor(align=...)``, ``FaceComparer(align=...)``, the
+#: pipeline's ``align=``, ``comface compare/track --align``, ``training/transfer.py --align`` and the dataset
+#: builders' ``landmarks=`` (see :data:`ALIGN_MODE_HELP`).
+ALIGN_MODES: tuple[str, ...] = ("auto", "face", "landmarks", "detector", "none")
+#: What each word means. A dataset builder cannot store a face it did not find, so for it "auto" and "face" are the
+#: same: an image without a face is skipped and counted in its build report.
+ALIGN_MODE_HELP: dict[str, str] = {
+    "auto": "the given landmarks, else the face detector; an image with no face found is used whole, with a warning",
+    "face": "the given landmarks, else the face detector; every image must show a face",
+    "landmarks": "the given (dataset's or user's) landmarks only, never the detector; every image needs them",
+    "detector": "always the face detector (given landmarks are ignored); every image must show a face",
+    "none": "no alignment: the image is used whole (shorter side resized, centre crop)",
 }
+#: Spellings of the four vocabularies this one replaced -> the word that means the same (``True``/``False``: the
+#: processor's, comparer's and pipeline's ``align``; ``"dataset"``: the builders' ``landmarks``). Accepted with a
+#: DeprecationWarning; remove one release after 0.2.0.
+OLD_ALIGN_SPELLINGS: dict[Any, str] = {True: "face", False: "none", "dataset": "landmarks"}
 
 
-def _plausible_eyes(points: np.ndarray, scheme: LandmarkScheme, face_width: float) -> bool:
-    left, right = points[list(scheme.eye_left)].mean(0), points[list(scheme.eye_right)].mean(0)
-    ratio = np.hypot(*(right - left)) / max(face_width, 1e-9)
-    return 0.2 <= ratio <= 0.8  # eye centres sit 30-55% of the face width apart in any pose the aligner handles
+def align_mode(value: Any, option: str = "align") -> str:
+    """``value`` as a word of :data:`ALIGN_MODES`; an old spelling (:data:`OLD_ALIGN_SPELLINGS`) warns and is
+    translated, anything else raises a ``ComFaceInputError`` (a ``ValueError``) listing the words."""
+    if isinstance(value, bool) or (isinstance(value, str) and value in OLD_ALIGN_SPELLINGS):
+        new = OLD_ALIGN_SPELLINGS[value]
+        warnings.warn(f"{option}={value!r} is deprecated: use {option}={new!r} (the alignment words are "
+                      f"{', '.join(ALIGN_MODES)})", DeprecationWarning, stacklevel=3)
+        return new
+    if isinstance(value, str) and value in ALIGN_MODES:
+        return value
+    raise ComFaceInputError(f"{option} must be one of {', '.join(map(repr, ALIGN_MODES))}, got {value!r}")
 
 
-def guess_scheme(landmarks: np.ndarray) -> str:
-    """The scheme of a landmark array by its length.
-
-    68 points are read as iBUG's layout (the common one) when its eyes are plausibly placed, else as FG-NET's
-    markup when that fits (FG-NET's points read in iBUG order put both "eyes" on the nose).
-
-    Raises:
-        ComFaceInputError: an unknown number of points, or 68 points that fit neither 68-point layout.
-    """
-    n = len(landmarks)
-    if n == 68:
-        width = float(np.ptp(landmarks[:, 0]))
-        for name in ("ibug68", "fgnet68"):
-            if _plausible_eyes(landmarks, LANDMARK_SCHEMES[name], width):
-                return name
-        raise ComFaceInputError(
-            "68 landmarks whose eyes fit neither the iBUG nor the FG-NET layout; check them, or name the scheme "
-            "(scheme='ibug68' or 'fgnet68')"
-        )
-    for scheme in LANDMARK_SCHEMES.values():
-        if scheme.num_points == n:
-            return scheme.name
-    known = ", ".join(f"{s.name} ({s.num_points})" for s in LANDMARK_SCHEMES.values())
-    raise ComFaceInputError(f"cannot use {n} landmarks: known layouts are {known}")
+def landmark_source(mode: str, has_landmarks: bool) -> Optional[str]:
+    """Where one image's landmarks come from under ``mode``: ``"given"``, ``"detector"``, or ``None`` (no alignment:
+    ``"none"``, or ``"landmarks"`` for an image without any). The one rule :func:`align_face` and the dataset builders
+    (which store landmarks instead of aligning) both follow."""
+    if mode == "none":
+        return None
+    if mode == "detector":
+        return "detector"
+    if has_landmarks:
+        return "given"
+    return None if mode == "landmarks" else "detector"
 
 
-def key_points(landmarks, scheme: str = "auto") -> np.ndarray:
-    """``float64[3, 2]``: image-left eye centre, image-right eye centre and mouth centre, in the landmarks' coordinates.
-
-    If the scheme's eyes come out mirrored (the mouth on the wrong side of the eye line, as when a layout names eyes
-    by the person's side), the two eyes are swapped so the frame is never upside down.
-    """
-    points = np.asarray(landmarks, dtype=np.float64)
-    if points.ndim != 2 or points.shape[1] != 2:
-        points = points.reshape(-1, 2) if points.size % 2 == 0 else points
-    if points.ndim != 2 or points.shape[1] != 2:
-        raise ComFaceInputError(f"landmarks must be pairs of (x, y) coordinates, got shape {np.shape(landmarks)}")
-    if not np.all(np.isfinite(points)):
-        raise ComFaceInputError("landmarks hold NaN or infinite coordinates; fix or drop them")
-    name = guess_scheme(points) if scheme == "auto" else scheme
-    if name not in LANDMARK_SCHEMES:
-        raise ComFaceInputError(f"unknown landmark scheme {name!r}; known: {', '.join(LANDMARK_SCHEMES)} or 'auto'")
-    layout = LANDMARK_SCHEMES[name]
-    if len(points) != layout.num_points:
-        raise ComFaceInputError(f"scheme {name!r} has {layout.num_points} points, got {len(points)}")
-    left = points[list(layout.eye_left)].mean(0)
-    right = points[list(layout.eye_right)].mean(0)
-    mouth = points[list(layout.mouth)].mean(0)
-    eye_to_eye, eye_to_mouth = right - left, mouth - (left + right) / 2
-    if eye_to_eye[0] * eye_to_mouth[1] - eye_to_eye[1] * eye_to_mouth[0] < 0:
-        left, right = right, left
-    return np.stack([left, right, mouth])
+def has_landmarks(landmarks: Any) -> bool:
+    """Whether ``landmarks`` holds points (a dataset row without a face stores an empty list)."""
+    return landmarks is not None and len(landmarks) > 0
 
 
-def read_pts(path: Union[str, os.PathLike]) -> np.ndarray:
-    """Landmarks from a ``.pts`` file (``version: 1``, ``n_points: N``, then ``x y`` lines in braces): ``[N, 2]``."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-        header, body = text.split("{", 1)
-        body = body.split("}", 1)[0]
-        values = np.array(body.split(), dtype=np.float64)
-        declared = [int(line.split(":")[1]) for line in header.splitlines() if line.strip().startswith("n_points")]
-    except (OSError, ValueError, IndexError) as exc:
-        raise ComFaceInputError(
-            f"cannot read landmarks from {str(path)!r} ({exc}); expected a .pts file: 'version: 1', 'n_points: N', "
-            "then N lines 'x y' between '{' and '}'"
-        ) from None
-    if values.size % 2 or (declared and declared[0] * 2 != values.size):
-        raise ComFaceInputError(
-            f"{str(path)!r} declares {declared[0] if declared else '?'} points but holds {values.size} numbers"
-        )
-    return values.reshape(-1, 2)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The detector
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FaceDetection:
-    """One face found by a detector: ``landmarks`` ``[N, 2]`` (pixel-index coordinates), its ``scheme``, the face
-    ``box`` ``(x0, y0, x1, y1)`` and the detector's ``score`` (higher is surer)."""
-
-    landmarks: np.ndarray
-    scheme: str
-    box: tuple[float, float, float, float]
-    score: float
-
-    @property
-    def area(self) -> float:
-        return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"landmarks": np.round(self.landmarks, 3).tolist(), "scheme": self.scheme,
-                "box": [round(float(v), 3) for v in self.box], "score": float(self.score)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FaceDetection:
-        return cls(np.asarray(data["landmarks"], dtype=np.float64), data["scheme"], tuple(data["box"]), data["score"])
-
-
-def _dlib_model_path() -> Path:
-    """The 68-point predictor inside face-recognition-models, found without importing that package.
-
-    (Its ``__init__`` imports ``pkg_resources``, which recent setuptools no longer ships.)
-    """
-    import importlib.util
-
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "the face detector needs the package face-recognition-models (the dlib landmark weights): "
-            "pip install face-recognition-models"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
-    if not path.is_file():
-        raise ImportError(f"{path} is missing; reinstall face-recognition-models")
-    return path
-
-
-class DlibFaceDetector:
-    """dlib's HOG face detector + 68-point shape predictor (iBUG layout), on the CPU, weights from registry packages.
+def align_face(
+    image: ImageLike, mode: str = "auto", landmarks: Any = None, *, scheme: str = "auto",
+    aligner: Optional["FaceAligner"] = None, size: int = 224, detections: Optional[list[FaceDetection]] = None,
+) -> Optional["AlignedFace"]:
+    """Bring one image into the face frame: the one function every caller aligns through (the image processor, the
+    comparer behind ``comface compare/track`` and the pipeline, and the transfer protocol's row transform).
 
     Args:
-        upsample: detection passes, tried in order until a face is found: 0 = the image as it is, 1 = doubled (finds
-            faces down to ~40 px, 4x slower). The default tries 0 then 1.
-        max_side: images are shrunk to at most this side for *detection* (HOG on a 12-megapixel phone photo takes
-            seconds); the landmarks are then placed on the full-resolution image.
-        min_score: detections scoring below this are ignored (dlib's default threshold is 0).
-        relative_score: detections scoring below this fraction of the best one are ignored too: HOG's false
-            positives (a badge, a pattern) score near 0 while faces in one photo score alike, and "the largest
-            face" must not be a large false positive.
+        image: anything :func:`load_image` reads.
+        mode: a word of :data:`ALIGN_MODES` (old spellings warn).
+        landmarks: the face's ``[N, 2]`` landmarks (pixel-index coordinates, any layout of :data:`LANDMARK_SCHEMES`),
+            or ``None``/empty.
+        scheme: the landmarks' layout, or ``"auto"``.
+        aligner: the :class:`FaceAligner` to use (its size, detector and options); one of ``size`` is made if omitted.
+        detections: the detector's output for this image when already known (e.g. from a cache).
+
+    Returns:
+        the :class:`AlignedFace`, or ``None`` when the image is to be used whole: ``mode="none"``, or ``"auto"`` and no
+        face was found (the caller warns; it knows how it names the image).
+
+    Raises:
+        NoFaceError: ``"face"``/``"detector"`` and no face found, or ``"landmarks"`` and none given.
     """
-
-    name = "dlib-hog-shape68"
-
-    def __init__(
-        self, upsample: Sequence[int] = (0, 1), max_side: int = 1024, min_score: float = 0.0, relative_score: float = 0.3
-    ):
-        self.upsample, self.max_side, self.min_score = tuple(int(u) for u in upsample), int(max_side), float(min_score)
-        self.relative_score = float(relative_score)
-        self._detector = self._predictor = None
-
-    def __getstate__(self) -> dict:
-        # dlib objects do not pickle (DataLoader workers, datasets.map): each process loads its own.
-        return {**self.__dict__, "_detector": None, "_predictor": None}
-
-    def _load(self) -> None:
-        if self._detector is not None:
-            return
-        try:
-            import dlib
-        except ImportError:
-            raise ImportError("the face detector needs dlib: pip install dlib-bin face-recognition-models") from None
-        self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(str(_dlib_model_path()))
-        self._rectangle = dlib.rectangle
-
-    @property
-    def cache_id(self) -> str:
-        """Identifies this detector and its settings in a :class:`LandmarkCache`."""
-        import dlib
-
-        return (
-            f"{self.name}-{dlib.__version__}-up{''.join(map(str, self.upsample))}-max{self.max_side}"
-            f"-min{self.min_score:g}-rel{self.relative_score:g}"
-        )
-
-    def detect(self, image: np.ndarray) -> list[FaceDetection]:
-        """Faces in an RGB ``uint8[H, W, 3]`` image, largest first."""
-        self._load()
-        image = np.ascontiguousarray(image)
-        scale = min(1.0, self.max_side / max(image.shape[:2]))
-        small = image
-        if scale < 1.0:
-            size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-            small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-        rects, scores = [], []
-        for upsample in self.upsample:
-            found, found_scores, _ = self._detector.run(small, upsample, self.min_score)
-            rects, scores = list(found), list(found_scores)
-            if rects:
-                break
-        faces = []
-        best = max(scores, default=0.0)
-        for rect, score in zip(rects, scores):
-            if score < self.relative_score * best:
-                continue
-            box = tuple(v / scale for v in (rect.left(), rect.top(), rect.right(), rect.bottom()))
-            full = self._rectangle(*(int(round(v)) for v in box))
-            shape = self._predictor(image, full)
-            points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
-            faces.append(FaceDetection(points, "ibug68", box, float(score)))
-        return sorted(faces, key=lambda f: f.area, reverse=True)
-
-
-_DETECTORS: dict[str, Any] = {}
-
-
-def get_detector(name: str = "dlib") -> DlibFaceDetector:
-    """The shared detector instance for ``name`` (``"dlib"``), loaded on first use."""
-    if name not in ("dlib", DlibFaceDetector.name):
-        raise ComFaceInputError(f"unknown face detector {name!r}; available: 'dlib'")
-    if name not in _DETECTORS:
-        _DETECTORS[name] = DlibFaceDetector()
-    return _DETECTORS[name]
+    mode = align_mode(mode)
+    source = landmark_source(mode, has_landmarks(landmarks))
+    if source is None:
+        if mode == "landmarks":
+            raise NoFaceError(f"no landmarks given for {describe(image)} and align='landmarks' never runs the "
+                              "detector; give its landmarks, or use align='face'")
+        return None
+    aligner = aligner if aligner is not None else FaceAligner(size=size)
+    try:
+        return aligner.align(image, landmarks if source == "given" else None, scheme, detections=detections)
+    except NoFaceError:
+        if mode == "auto":
+            return None
+        raise
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -547,23 +257,6 @@ def frame_side(key_points_index: np.ndarray) -> float:
     """The side of the face frame, in source pixels, for key points in pixel-index coordinates."""
     quad = frame_quad(*(np.asarray(key_points_index, dtype=np.float64) + 0.5))
     return float(np.hypot(*(quad[3] - quad[0])))
-
-
-def face_columns(
-    landmarks: Any, scheme: str = "auto", source: str = "dataset", score: Optional[float] = None, num_faces: int = 1
-) -> dict[str, Any]:
-    """A face's landmarks as the columns a dataset stores (``comface_hf.transfer.schema.face_features``); checks them."""
-    points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
-    scheme = guess_scheme(points) if scheme == "auto" else scheme
-    kp = key_points(points, scheme)
-    return {
-        "landmarks": points.astype(np.float32).tolist(),
-        "landmark_scheme": scheme,
-        "landmark_source": source,
-        "face_score": None if score is None else float(score),
-        "num_faces": int(num_faces),
-        "face_frame_side": frame_side(kp),
-    }
 
 
 def _edge_matrix_to_index(matrix_edge: np.ndarray) -> np.ndarray:
@@ -705,107 +398,45 @@ class FaceAligner:
         return out
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Caching detections with a built dataset, and steadying them across video frames
-# ---------------------------------------------------------------------------------------------------------------------
+#: Names that moved to the dataset-side subpackage :mod:`comface_hf.alignment` -> their module there. Looked up
+#: lazily (not imported at the top) so that this module's remote-code copy never needs that subpackage.
+_MOVED_TO_ALIGNMENT: dict[str, str] = {
+    "LandmarkCache": "cache", "image_key": "cache", "face_columns": "landmark_files", "read_pts": "landmark_files",
+    "smooth_landmark_tracks": "video",
+}
 
 
-def image_key(data: Union[bytes, np.ndarray]) -> str:
-    """A content key for an image: SHA-256 of its file bytes (or of its pixels and shape)."""
-    digest = hashlib.sha256()
-    if isinstance(data, np.ndarray):
-        digest.update(str(data.shape).encode())
-        digest.update(np.ascontiguousarray(data).tobytes())
-    else:
-        digest.update(bytes(data))
-    return digest.hexdigest()
-
-
-class LandmarkCache:
-    """Detector results on disk, keyed by image content: a rebuild of a dataset finds them and does not detect again.
-
-    One JSON file per detector setting (``<folder>/<detector.cache_id>.json``), written atomically by :meth:`save`.
-    """
-
-    def __init__(self, folder: Union[str, os.PathLike], detector: Any):
-        self.detector = detector
-        self.path = Path(folder) / f"{getattr(detector, 'cache_id', type(detector).__name__)}.json"
-        self._entries: dict[str, list[dict]] = {}
-        self._dirty = False
-        if self.path.is_file():
-            try:
-                self._entries = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                warnings.warn(f"ignoring the damaged landmark cache {self.path}; faces will be detected again")
-        self.hits = self.misses = 0
-
-    def detect(self, key: str, image: Union[Image.Image, np.ndarray, Any]) -> list[FaceDetection]:
-        """The detections for the image with content ``key``: cached, or detected now and remembered."""
-        if key in self._entries:
-            self.hits += 1
-            return [FaceDetection.from_dict(d) for d in self._entries[key]]
-        self.misses += 1
-        faces = self.detector.detect(np.asarray(load_image(image)))
-        self._entries[key] = [f.to_dict() for f in faces]
-        self._dirty = True
-        return faces
-
-    def save(self) -> None:
-        if not self._dirty:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self._entries), encoding="utf-8")
-        os.replace(tmp, self.path)
-        self._dirty = False
-
-
-def smooth_landmark_tracks(
-    frame_numbers: Sequence[int], landmarks: Sequence[Optional[np.ndarray]], sigma: float = 2.0
-) -> list[Optional[np.ndarray]]:
-    """Steady a video's landmarks: a Gaussian-weighted average over neighbouring frames (``sigma`` in frames).
-
-    Detector landmarks jitter by a pixel or two from frame to frame, which a change model would read as change.
-    Frames far apart (e.g. after subsampling) get almost no weight from each other, so smoothing never blends
-    different moments; a frame with no detection (``None``) takes the average of its neighbours within ``3 sigma``,
-    or stays ``None``.
-    """
-    frames = np.asarray(frame_numbers, dtype=np.float64)
-    present = [i for i, lm in enumerate(landmarks) if lm is not None]
-    if not present or sigma <= 0:
-        return [None if lm is None else np.asarray(lm, dtype=np.float64) for lm in landmarks]
-    stack = np.stack([np.asarray(landmarks[i], dtype=np.float64) for i in present])
-    out: list[Optional[np.ndarray]] = []
-    for f in frames:
-        distance = frames[present] - f
-        weights = np.exp(-0.5 * (distance / sigma) ** 2) * (np.abs(distance) <= 3 * sigma)
-        if weights.sum() <= 0:
-            out.append(None)
-            continue
-        out.append(np.tensordot(weights / weights.sum(), stack, axes=1))
-    return out
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_ALIGNMENT:
+        module = f"comface_hf.alignment.{_MOVED_TO_ALIGNMENT[name]}"
+        warnings.warn(f"comface_hf.face_alignment.{name} moved to {module}.{name} (also exported by "
+                      "comface_hf.alignment); import it from there", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(module), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "ALIGN_MODES",
+    "ALIGN_MODE_HELP",
     "AlignedFace",
     "AlignmentFailure",
     "DlibFaceDetector",
     "FaceAligner",
     "FaceDetection",
     "LANDMARK_SCHEMES",
-    "LandmarkCache",
     "LandmarkScheme",
     "MIN_IMAGE_SIDE",
     "MIN_SOURCE_FRACTION",
+    "OLD_ALIGN_SPELLINGS",
+    "align_face",
+    "align_mode",
     "describe",
-    "face_columns",
     "frame_side",
     "get_detector",
     "guess_scheme",
-    "image_key",
+    "has_landmarks",
     "key_points",
+    "landmark_source",
     "load_image",
-    "read_pts",
-    "smooth_landmark_tracks",
     "warp_to_frame",
 ]

@@ -31,7 +31,8 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .errors import ComFaceInputError, NoFaceError
-from .face_alignment import AlignedFace, FaceAligner, describe, load_image
+from .face_alignment import AlignedFace, FaceAligner, align_mode
+from .image_io import describe, load_image
 
 #: The units of a pretrained model's change: the synthetic edit intensity alpha of its attributes (paper Sec. 3.1).
 ALPHA_UNITS = "alpha units"
@@ -101,26 +102,29 @@ class Comparison:
             f"change:   {self.change:+.3f} {self.units}{direction}",
             f"distance: {self.distance:.3f} {self.units}  (l(ReLU(f(after) - f(before))))",
         ]
-        if self.identity_check == "dlib":
-            if self.same_person is None:
-                lines.append("same person: not checked (no face found for dlib's face recognition)")
-            else:
-                verdict = "yes" if self.same_person else "NO - they look like different people"
-                lines.append(f"same person: {verdict} (dlib face-recognition distance {self.identity_distance:.3f}, "
-                             f"same below {self.threshold:.2f})")
-        elif self.similarity is None:
-            lines.append("same person: not checked (this model has no projection head g)")
-        elif self.same_person is None:
-            lines.append(f"same person: similarity {self.similarity:.3f}; no calibrated threshold in this model")
-        else:
-            verdict = "yes" if self.same_person else "NO - they look like different people"
-            rates = ""
-            if self.false_accept_rate is not None and self.false_reject_rate is not None:
-                rates = (f"; threshold {self.threshold:.3f} accepts {100 * self.false_accept_rate:.1f}% of different "
-                         f"people and rejects {100 * self.false_reject_rate:.1f}% of same-person pairs")
-            lines.append(f"same person: {verdict} (similarity {self.similarity:.3f}{rates})")
+        lines.append(f"same person: {same_person_verdict(self)}")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def same_person_verdict(result: Comparison, markdown: bool = False) -> str:
+    """The same-person check of a comparison in words (what follows "same person:"), the one wording of the verdict
+    for ``comface compare`` (:meth:`Comparison.summary`) and the demo page (``markdown=True`` bolds a "no")."""
+    no = "**no - they look like different people**" if markdown else "NO - they look like different people"
+    if result.identity_check == "dlib":
+        if result.same_person is None:
+            return "not checked (no face found for dlib's face recognition)"
+        return (f"{'yes' if result.same_person else no} (dlib face-recognition distance {result.identity_distance:.3f}, "
+                f"same below {result.threshold:.2f})")
+    if result.similarity is None:
+        return "not checked (this model has no projection head g)"
+    if result.same_person is None:
+        return f"similarity {result.similarity:.3f} (no calibrated threshold in this model)"
+    rates = ""
+    if result.false_accept_rate is not None and result.false_reject_rate is not None:
+        rates = (f"; threshold {result.threshold:.3f} accepts {100 * result.false_accept_rate:.1f}% of different "
+                 f"people and rejects {100 * result.false_reject_rate:.1f}% of same-person pairs (rendered identities)")
+    return f"{'yes' if result.same_person else no} (similarity {result.similarity:.3f}{rates})"
 
 
 def face_info(face: AlignedFace) -> dict[str, Any]:
@@ -148,7 +152,7 @@ class DlibIdentity:
         if self._rec is None:
             import dlib
 
-            from .face_alignment import _dlib_model_path
+            from .face_detector import _dlib_model_path
 
             models = _dlib_model_path().parent
             self._rec = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
@@ -216,8 +220,10 @@ class FaceComparer:
     Args:
         model: a ``ComFaceModel`` or ``ComFaceForChangeEstimation`` (or their remote-code copies).
         processor: the model's ``ComFaceImageProcessor`` (normalisation); a default one is built when omitted.
-        align: ``True`` (default): every photo must show a face, found by the detector; ``"auto"``: a photo with no
-            face found is used as it is (resized), with a warning; ``False``: images are already aligned crops.
+        align: a word of :data:`~comface_hf.face_alignment.ALIGN_MODES`: ``"face"`` (default): every photo must
+            show a face (given landmarks, else the detector); ``"auto"``: a photo with no face found is used as it is
+            (resized), with a warning; ``"detector"``: always detect; ``"none"``: images are already aligned crops.
+            The old ``True``/``False`` mean ``"face"``/``"none"`` (DeprecationWarning).
         detector: passed to :class:`~comface_hf.face_alignment.FaceAligner`.
         identity: the same-person check, ``"comface"`` (g(f(.)) cosine against the config's threshold) or ``"dlib"``
             (dlib's face-recognition descriptors; needs alignment, i.e. photos rather than crops).
@@ -227,14 +233,13 @@ class FaceComparer:
         >>> print(comparer.compare("before.jpg", "after.jpg").summary())
     """
 
-    def __init__(self, model: Any, processor: Any = None, align: Any = True, detector: Any = "dlib",
+    def __init__(self, model: Any, processor: Any = None, align: Any = "face", detector: Any = "dlib",
                  identity: str = "comface"):
-        if align not in (True, False, "auto"):
-            raise ComFaceInputError(f"align must be True, False or 'auto', got {align!r}")
+        align = align_mode(align)
         if identity not in IDENTITY_CHECKS:
             raise ComFaceInputError(f"identity must be one of {', '.join(IDENTITY_CHECKS)}, got {identity!r}")
-        if identity == "dlib" and align is False:
-            raise ComFaceInputError("identity='dlib' finds the face in each photo: it cannot be used with --no-align")
+        if identity == "dlib" and align == "none":
+            raise ComFaceInputError("identity='dlib' finds the face in each photo: it cannot be used with --align none")
         self.identity = identity
         self._dlib = DlibIdentity() if identity == "dlib" else None
         self.model = model.eval()
@@ -246,7 +251,7 @@ class FaceComparer:
             processor = ComFaceImageProcessor(crop_size=self.size)
         self.processor = processor
         self.align = align
-        self.aligner = FaceAligner(size=self.size, detector=detector if align is not False else None, warn_small=False)
+        self.aligner = FaceAligner(size=self.size, detector=detector if align != "none" else None, warn_small=False)
 
     @classmethod
     def from_pretrained(cls, path: str, **kwargs: Any) -> "FaceComparer":
@@ -281,22 +286,26 @@ class FaceComparer:
         """One image -> (the crop the model sees as PIL, the AlignedFace or None, warnings). Raises on bad input.
 
         ``landmarks`` (any layout of :data:`~comface_hf.face_alignment.LANDMARK_SCHEMES`) replace the detector."""
+        # Imported here, at call time: the one alignment function, looked up where it lives.
+        from .face_alignment import align_face
+
         name = describe(image)
         pil = load_image(image)
         notes: list[str] = []
         self.last_size = pil.size
-        if self.align is False:
-            return pil.resize((self.size, self.size)) if pil.size != (self.size, self.size) else pil, None, notes
         try:
-            face = self.aligner.align(pil, landmarks=landmarks, scheme=scheme)
+            face = align_face(pil, self.align, landmarks, scheme=scheme, aligner=self.aligner)
         except NoFaceError as exc:
-            if self.align is True:
-                raise NoFaceError(
-                    f"no face found in {name}: use a photo where the face is frontal, lit and at least ~40 px wide "
-                    "(or pass --no-align if it already is an aligned face crop)"
-                ) from exc
-            notes.append(f"no face found in {name}; used the whole image, resized")
-            return pil.resize((self.size, self.size)), None, notes
+            if self.align == "landmarks":
+                raise
+            raise NoFaceError(
+                f"no face found in {name}: use a photo where the face is frontal, lit and at least ~40 px wide "
+                "(or pass --align none if it already is an aligned face crop)"
+            ) from exc
+        if face is None:
+            if self.align != "none":  # "auto" found no face
+                notes.append(f"no face found in {name}; used the whole image, resized")
+            return pil.resize((self.size, self.size)) if pil.size != (self.size, self.size) else pil, None, notes
         if face.num_faces > 1:
             notes.append(f"{face.num_faces} faces in {name}; compared the largest - crop the photo to the person")
         if face.too_small:
@@ -308,7 +317,7 @@ class FaceComparer:
 
     def pixel_values(self, crops: Sequence[Any]) -> torch.Tensor:
         """Aligned crops -> the model's normalised ``[N, C, S, S]``."""
-        batch = self.processor(list(crops), align=False, return_tensors="pt")["pixel_values"]
+        batch = self.processor(list(crops), align="none", return_tensors="pt")["pixel_values"]
         device = next(self.model.parameters()).device
         return batch.to(device=device, dtype=next(self.model.parameters()).dtype)
 
@@ -404,5 +413,5 @@ class FaceComparer:
 
 __all__ = [
     "ALPHA_UNITS", "Comparison", "DLIB_IDENTITY_THRESHOLD", "DlibIdentity", "FaceComparer", "IDENTITY_CHECKS",
-    "change_units", "face_info", "identity_distance", "is_change_model",
+    "change_units", "face_info", "identity_distance", "is_change_model", "same_person_verdict",
 ]

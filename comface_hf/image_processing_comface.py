@@ -12,13 +12,14 @@ from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import ImagesKwargs
 
+# The shared vocabulary of ``align``, re-exported under the name this module used to define.
+from .face_alignment import ALIGN_MODES
+
 # The synthetic corpus is rendered without any dataset statistics; ComFace trains from scratch, so a symmetric
 # normalisation to [-1, 1] is used for every backbone.
 COMFACE_MEAN = [0.5, 0.5, 0.5]
 COMFACE_STD = [0.5, 0.5, 0.5]
 
-#: Values of the ``align`` option.
-ALIGN_MODES = (True, False, "auto")
 
 
 def _is_url(image: Any) -> bool:
@@ -32,20 +33,24 @@ class ComFaceImageProcessorKwargs(ImagesKwargs, total=False):
 class ComFaceImageProcessor(TorchvisionBackend):
     r"""Align the face into the canonical frame (:mod:`comface_hf.face_frame`), then rescale to [0, 1] and normalise.
 
-    ``align`` (saved in ``preprocessor_config.json``) decides how a photo becomes a model input:
+    ``align`` (saved in ``preprocessor_config.json``) is a word of
+    :data:`~comface_hf.face_alignment.ALIGN_MODES`, the vocabulary every alignment option shares; each image goes
+    through :func:`~comface_hf.face_alignment.align_face`:
 
-    * ``"auto"`` (default): the face detector (:class:`~comface_hf.face_alignment.DlibFaceDetector`) looks for a face
-      in each image. An image with a face is warped into the frame, unless it already *is* the frame (a crop made by
-      this aligner, an FFHQ-aligned image, a rendered face: its eyes and mouth already sit where the frame puts them),
-      which is only resized. An image in which no face is found is used as it is (shorter side resized, centre crop)
-      with a warning naming it: small or synthetic crops the detector cannot read still go through.
-    * ``True``: every image must show a face (:class:`~comface_hf.errors.NoFaceError` otherwise).
-    * ``False``: no detection: shorter side resized to ``size["shortest_edge"]``, centre crop to ``crop_size`` (for
+    * ``"auto"`` (default): landmarks given for an image (``landmarks=[...]``), else the face detector
+      (:class:`~comface_hf.face_detector.DlibFaceDetector`). An image with a face is warped into the frame, unless it
+      already *is* the frame (a crop made by this aligner, an FFHQ-aligned image, a rendered face: its eyes and mouth
+      already sit where the frame puts them), which is only resized. An image in which no face is found is used as
+      it is (shorter side resized, centre crop) with a warning naming it: small or synthetic crops the detector
+      cannot read still go through.
+    * ``"face"``: the same, but every image must show a face (:class:`~comface_hf.errors.NoFaceError` otherwise).
+    * ``"landmarks"``: only the given landmarks (every image needs them); ``"detector"``: always the detector.
+    * ``"none"``: no detection: shorter side resized to ``size["shortest_edge"]``, centre crop to ``crop_size`` (for
       images that are already aligned crops, e.g. rendered faces during pretraining).
 
-    Landmarks known for an image (a dataset's or a user's; any layout in
-    :data:`~comface_hf.face_alignment.LANDMARK_SCHEMES`) are passed as ``landmarks=[...]``, one entry (or ``None``)
-    per image, and replace the detector for that image.
+    The old values ``True`` (now ``"face"``) and ``False`` (now ``"none"``) still work, with a DeprecationWarning.
+    Landmarks (any layout in :data:`~comface_hf.landmark_schemes.LANDMARK_SCHEMES`) are passed as
+    ``landmarks=[...]``, one entry (or ``None``) per image.
 
     Accepts file paths, bytes, PIL images, numpy arrays and torch tensors, channels first or last, uint8 in [0, 255]
     (or floats with ``do_rescale=False``); EXIF orientation is applied; greyscale, palette, RGBA, 16-bit and CMYK
@@ -76,9 +81,10 @@ class ComFaceImageProcessor(TorchvisionBackend):
             crop_size = {"height": crop_size, "width": crop_size}
         if crop_size is not None:
             kwargs["crop_size"] = crop_size
-        align = kwargs.get("align", self.align)
-        if align not in ALIGN_MODES:
-            raise ValueError(f"align must be True, False or 'auto', got {align!r}")
+        if "align" in kwargs:  # old configs saved align=true/false: read them in the shared vocabulary
+            from .face_alignment import align_mode
+
+            kwargs["align"] = align_mode(kwargs["align"])
         super().__init__(**kwargs)
         self._aligner = None
 
@@ -92,14 +98,16 @@ class ComFaceImageProcessor(TorchvisionBackend):
         return int(height)
 
     def align_images(
-        self, images: list, landmarks: Optional[list] = None, align: Union[bool, str] = "auto", size: int = 224
+        self, images: list, landmarks: Optional[list] = None, align: str = "auto", size: int = 224
     ) -> tuple[list, list[bool]]:
-        """Each image aligned into the ``size`` frame (PIL) where a face or landmarks are available.
+        """Each image aligned into the ``size`` frame (PIL) by :func:`~comface_hf.face_alignment.align_face`.
 
         Returns the images (aligned ones as PIL crops, the others unchanged) and which of them were aligned.
         """
-        from .face_alignment import FaceAligner, NoFaceError, describe
+        # Imported here, at call time: the one alignment function, looked up where it lives.
+        from .face_alignment import FaceAligner, align_face, align_mode, describe
 
+        align = align_mode(align)
         if self._aligner is None or self._aligner.size != size:
             self._aligner = FaceAligner(size=size)
         if landmarks is not None and len(landmarks) != len(images):
@@ -107,16 +115,14 @@ class ComFaceImageProcessor(TorchvisionBackend):
         out, aligned = [], []
         for i, image in enumerate(images):
             given = None if landmarks is None else landmarks[i]
-            try:
-                face = self._aligner.align(image, landmarks=given)
-            except NoFaceError:
-                if align is True:
-                    raise
-                warnings.warn(
-                    f"ComFaceImageProcessor: no face found in image {i} ({describe(image)}); using it as it is "
-                    "(resized and centre-cropped). Pass align=False for images that are already face crops.",
-                    stacklevel=3,
-                )
+            face = align_face(image, align, given, aligner=self._aligner)
+            if face is None:
+                if align != "none":  # "auto" found no face
+                    warnings.warn(
+                        f"ComFaceImageProcessor: no face found in image {i} ({describe(image)}); using it as it is "
+                        "(resized and centre-cropped). Pass align='none' for images that are already face crops.",
+                        stacklevel=3,
+                    )
                 out.append(image)
                 aligned.append(False)
                 continue
@@ -125,15 +131,15 @@ class ComFaceImageProcessor(TorchvisionBackend):
         return out, aligned
 
     def preprocess(self, images, *args, landmarks: Optional[list] = None, **kwargs):
+        from .face_alignment import align_mode
+
         align = kwargs.pop("align", None)
-        align = self.align if align is None else align
-        if align not in ALIGN_MODES:
-            raise ValueError(f"align must be True, False or 'auto', got {align!r}")
+        align = align_mode(self.align if align is None else align)
         single = not isinstance(images, (list, tuple))
         image_list = [images] if single else list(images)
         if landmarks is not None and single:
             landmarks = [landmarks]
-        from .face_alignment import load_image
+        from .image_io import load_image
 
         # Files, bytes and PIL images are read here (EXIF orientation, 16-bit, CMYK...); arrays and tensors keep
         # their values unless they are aligned (so floats with do_rescale=False still work without alignment).
@@ -142,15 +148,16 @@ class ComFaceImageProcessor(TorchvisionBackend):
             or hasattr(im, "mode") else im
             for im in image_list
         ]
-        if align is not False:
+        if align != "none":
             crop_size = kwargs.get("crop_size") or self.crop_size
             image_list, aligned = self.align_images(image_list, landmarks, align, self._frame_size(crop_size))
         elif landmarks is not None:
-            raise ValueError("landmarks were given but align=False; pass align=True or 'auto' to use them")
+            raise ValueError("landmarks were given but align='none'; pass align='auto', 'face' or 'landmarks' to use "
+                             "them")
         else:
             aligned = [False] * len(image_list)
         result = super().preprocess(image_list, *args, **kwargs)
-        if align is not False:
+        if align != "none":
             result["aligned"] = torch.tensor(aligned)
         return result
 

@@ -24,8 +24,9 @@ from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .errors import ComFaceInputError
-from .face_alignment import describe
+from .face_alignment import align_mode
 from .face_comparison import FaceComparer, identity_distance
+from .image_io import describe
 
 TASK = "face-change-estimation"
 
@@ -35,8 +36,9 @@ class FaceChangeEstimationPipeline(Pipeline):
 
     Call with ``(before, after)``, a ``(before, after)`` tuple, a ``{"before": ..., "after": ...}`` dict, or a list of
     these (batched with ``batch_size``). Images are anything ``load_image`` reads: paths, bytes, PIL images, arrays.
-    ``align=True`` (default) needs a face in every photo; ``align="auto"`` uses a faceless image as it is, with a
-    warning; ``align=False`` takes already-aligned crops. ``identity="dlib"`` makes the same-person check with dlib's
+    ``align`` is a word of ``ALIGN_MODES`` (:mod:`comface_hf.face_alignment`): ``"face"`` (default) needs a face in
+    every photo; ``"auto"`` uses a faceless image as it is, with a warning; ``"none"`` takes already-aligned crops
+    (the old ``True``/``False`` still work, with a DeprecationWarning). ``identity="dlib"`` makes the same-person check with dlib's
     face-recognition descriptors instead of the model's g(f(.)) (see :mod:`comface_hf.face_comparison`).
     """
 
@@ -82,7 +84,8 @@ class FaceChangeEstimationPipeline(Pipeline):
             return super().__call__(inputs, **kwargs)
         return super().__call__(inputs, **kwargs)
 
-    def preprocess(self, pair: Any, align: Any = True, identity: str = "comface") -> dict[str, Any]:
+    def preprocess(self, pair: Any, align: Any = "face", identity: str = "comface") -> dict[str, Any]:
+        align = align_mode(align)  # once here: postprocess finds the comparer under the same word
         if isinstance(pair, dict):
             if "before" not in pair or "after" not in pair:
                 raise ComFaceInputError(f"a pair dict needs 'before' and 'after' keys, got {sorted(pair)}")

@@ -20,6 +20,7 @@ from typing import Any, Optional
 import datasets
 from PIL import Image, UnidentifiedImageError
 
+from comface_hf.face_alignment import ALIGN_MODES, OLD_ALIGN_SPELLINGS, align_mode
 from comface_hf.transfer.schema import NO_FACE_COLUMNS, change_features, face_features  # noqa: F401  (re-exported for builders)
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,9 @@ logger = logging.getLogger(__name__)
 BUILD_REPORT_FILENAME = "build_report.json"
 
 
-#: Where a builder's landmarks come from (``ManualDataConfig.landmarks``).
-LANDMARK_MODES: tuple[str, ...] = ("auto", "dataset", "detector", "none")
+#: Where a builder's landmarks come from (``ManualDataConfig.landmarks``): the package's one alignment vocabulary
+#: (``comface_hf.face_alignment.ALIGN_MODES``), which ``--align`` and the image processor's ``align`` use too.
+LANDMARK_MODES: tuple[str, ...] = ALIGN_MODES
 
 
 @dataclass
@@ -42,7 +44,7 @@ class BuildReport:
             1-5, subsampling) and were checked for readability.
         num_rows: rows written to the dataset.
         bad_images: ``"<file>: <reason>"`` for every unreadable or corrupt image skipped.
-        no_face_images: images skipped because no face was found (or, with ``landmarks="dataset"``, none was
+        no_face_images: images skipped because no face was found (or, with ``landmarks="landmarks"``, none was
             given); they count towards ``max_bad_fraction`` like unreadable ones.
         multi_face_images: images in which the detector saw several faces (the largest was used).
         small_face_images: images whose face is small for ``face_size`` (kept, with a warning).
@@ -96,10 +98,13 @@ class ManualDataConfig(datasets.BuilderConfig):
         max_bad_fraction: fail when more than this fraction of candidate images is
             unreadable or shows no face; below it, such images are skipped and reported. A high
             fraction usually means a wrong folder or a broken copy rather than a few bad files.
-        landmarks: where each image's face landmarks come from: ``"auto"`` (the dataset's or the
-            user's landmarks when an image has them, else the face detector), ``"dataset"`` (only
-            those; images without are skipped), ``"detector"`` (always detect) or ``"none"`` (no
-            landmarks: images are used whole, as before alignment existed).
+        landmarks: where each image's face landmarks come from, in the words of
+            ``comface_hf.face_alignment.ALIGN_MODES``: ``"auto"`` (the dataset's or the user's
+            landmarks when an image has them, else the face detector; ``"face"`` is the same here:
+            an image without a face is skipped either way), ``"landmarks"`` (only those; images
+            without are skipped), ``"detector"`` (always detect) or ``"none"`` (no landmarks: images
+            are used whole, as before alignment existed). The old ``"dataset"`` means ``"landmarks"``
+            (DeprecationWarning).
         detector: the face detector (``"dlib"``); its results are cached under the ``datasets``
             cache folder (``comface_landmarks/``), so a rebuild does not detect again.
         face_size: the side, in pixels, of the aligned crops these images are meant for (the model's
@@ -120,7 +125,7 @@ def check_image_bytes(data: bytes) -> str | None:
     ``Image.verify()`` or lazy opening would let through and that would otherwise only
     fail in the middle of training.
     """
-    from comface_hf.face_alignment import MIN_IMAGE_SIDE
+    from comface_hf.image_io import MIN_IMAGE_SIDE
 
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -162,18 +167,21 @@ class ManualDataBuilder(datasets.GeneratorBasedBuilder):
         super().__init__(*args, **kwargs)
         self._report: BuildReport | None = None
         self._landmark_cache: Any = None
-        if self.config.landmarks not in LANDMARK_MODES:
+        if self.config.landmarks not in LANDMARK_MODES and self.config.landmarks not in OLD_ALIGN_SPELLINGS:
             raise ValueError(
-                f"landmarks={self.config.landmarks!r} is not one of {', '.join(LANDMARK_MODES)}: 'auto' uses the "
-                "dataset's landmarks and detects the rest, 'dataset' only the dataset's, 'detector' always "
+                f"landmarks={self.config.landmarks!r} is not one of {', '.join(LANDMARK_MODES)}: 'auto' (or 'face') "
+                "uses the dataset's landmarks and detects the rest, 'landmarks' only the dataset's, 'detector' always "
                 "detects, 'none' stores no landmarks"
             )
+        # Old spellings ("dataset") warn and become the shared word the builders below test for.
+        self.config.landmarks = align_mode(self.config.landmarks, option="landmarks")
 
     # -- face landmarks -------------------------------------------------------------
 
     def _detect_faces(self, data: bytes) -> list[Any]:
         """The detector's faces in one image (largest first), run once per distinct image content (cached)."""
-        from comface_hf.face_alignment import LandmarkCache, get_detector, image_key
+        from comface_hf.alignment import LandmarkCache, image_key
+        from comface_hf.face_detector import get_detector
 
         if self._landmark_cache is None:
             folder = os.path.join(self._cache_dir_root, "comface_landmarks")
@@ -190,16 +198,19 @@ class ManualDataBuilder(datasets.GeneratorBasedBuilder):
         ``landmarks="detector"``); otherwise the detector runs (or ``detected`` is used when the caller already
         has the detections, e.g. smoothed across a video).
         """
-        from comface_hf.face_alignment import face_columns
+        from comface_hf.alignment import face_columns
+        from comface_hf.face_alignment import landmark_source
 
         report = self._report
         mode = self.config.landmarks
+        # The same rule align_face follows, so "auto", "landmarks" and "detector" pick landmarks alike everywhere.
+        source = landmark_source(mode, given is not None)
         if mode == "none":
             return dict(NO_FACE_COLUMNS)
-        if given is not None and mode in ("auto", "dataset"):
+        if source == "given":
             columns = face_columns(given, given_scheme, "dataset")
-        elif mode == "dataset":
-            report.no_face_images.append(f"{name}: no landmarks given (landmarks='dataset')")
+        elif source is None:  # "landmarks" and this image has none
+            report.no_face_images.append(f"{name}: no landmarks given (landmarks='landmarks')")
             return None
         else:
             faces = self._detect_faces(data) if detected is None else detected

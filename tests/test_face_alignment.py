@@ -16,16 +16,14 @@ import torch
 from PIL import Image
 
 from comface_hf import ComFaceImageProcessor
+from comface_hf.alignment import LandmarkCache, read_pts, smooth_landmark_tracks
 from comface_hf.errors import ComFaceInputError, ImageReadError, NoFaceError
 from comface_hf.face_alignment import (
     FaceAligner,
-    LandmarkCache,
     get_detector,
     guess_scheme,
     key_points,
     load_image,
-    read_pts,
-    smooth_landmark_tracks,
 )
 from comface_hf.face_frame import CANONICAL_KEY_POINTS, apply_matrix, frame_matrix
 
@@ -218,21 +216,26 @@ def test_processor_aligns_photos_and_says_which(astronaut, reference):
         out = processor([astronaut, sky], return_tensors="pt")
     assert out["pixel_values"].shape == (2, 3, SIZE, SIZE)
     assert out["aligned"].tolist() == [True, False]
-    expected = ComFaceImageProcessor(crop_size=SIZE, align=False)(reference.image, return_tensors="pt")["pixel_values"]
+    expected = ComFaceImageProcessor(crop_size=SIZE, align="none")(reference.image, return_tensors="pt")["pixel_values"]
     torch.testing.assert_close(out["pixel_values"][:1], expected)
     with pytest.raises(NoFaceError):
-        processor([sky], align=True, return_tensors="pt")
+        processor([sky], align="face", return_tensors="pt")
     given = processor([astronaut], landmarks=[reference.landmarks], return_tensors="pt")["pixel_values"]
     torch.testing.assert_close(given, expected)
 
 
 def test_processor_align_setting_round_trips(tmp_path):
-    ComFaceImageProcessor(crop_size=SIZE, align=False).save_pretrained(tmp_path)
+    ComFaceImageProcessor(crop_size=SIZE, align="none").save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
-    assert saved["align"] is False and "_aligner" not in saved
-    assert ComFaceImageProcessor.from_pretrained(tmp_path).align is False
-    with pytest.raises(ValueError, match="align must be"):
+    assert saved["align"] == "none" and "_aligner" not in saved
+    assert ComFaceImageProcessor.from_pretrained(tmp_path).align == "none"
+    with pytest.raises(ValueError, match="align must be one of 'auto', 'face', 'landmarks', 'detector', 'none'"):
         ComFaceImageProcessor(align="sometimes")
+    # A folder saved before the shared vocabulary ("align": false) still loads, and says the new word.
+    saved["align"] = False
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(saved))
+    with pytest.warns(DeprecationWarning, match="align=False is deprecated: use align='none'"):
+        assert ComFaceImageProcessor.from_pretrained(tmp_path).align == "none"
 
 
 # ------------------------------------------------------------------------------------------------ cache, smoothing

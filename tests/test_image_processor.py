@@ -9,7 +9,7 @@ from comface_hf import ComFaceConfig, ComFaceImageProcessor
 
 
 def test_all_input_kinds_give_the_model_input(tmp_path):
-    processor = ComFaceImageProcessor(crop_size=32, align=False)  # noise images: no face to align
+    processor = ComFaceImageProcessor(crop_size=32, align="none")  # noise images: no face to align
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (60, 48, 3), dtype=np.uint8)
     inputs = [
@@ -45,13 +45,13 @@ def test_model_input_size_follows_config():
     from comface_hf import ComFaceModel
 
     config = ComFaceConfig(backbone="resnet18", image_size=40, projection_hidden_size=16, projection_dim=8)
-    processor = ComFaceImageProcessor(crop_size=config.image_size, align=False)
+    processor = ComFaceImageProcessor(crop_size=config.image_size, align="none")
     pixels = processor(Image.new("RGB", (100, 80)), return_tensors="pt")["pixel_values"]
     ComFaceModel(config).eval().get_image_features(pixels)
 
 
 def test_unreadable_inputs_are_named():
-    processor = ComFaceImageProcessor(crop_size=32, align=False)
+    processor = ComFaceImageProcessor(crop_size=32, align="none")
     with pytest.raises((ValueError, TypeError), match="shape|image"):
         processor(np.zeros((4, 5, 6, 7), np.uint8), return_tensors="pt")
     with pytest.raises(FileNotFoundError, match="not an image at all"):

@@ -103,7 +103,7 @@ def test_calibration_rates_are_measured_on_identities_that_did_not_set_the_thres
     assert threshold == pytest.approx(figures["threshold"], abs=1e-6)
 
     images, _ = render_identity_pairs(n, SIZE)  # calibrate_same_person's default seeds
-    comparer = FaceComparer(model, None, align=False)
+    comparer = FaceComparer(model, None, align="none")
 
     def cosines(half):
         e = torch.cat([comparer.embed(comparer.pixel_values(list(half[:, k])))["embedding"][:, None]

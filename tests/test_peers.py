@@ -226,7 +226,7 @@ def test_save_model_writes_an_estimator_in_task_units_that_compare_uses(smile_ta
     assert "smile units" in (saved / "README.md").read_text()
     assert not list(tmp_path.glob(".estimator-*"))  # the temporary folder was renamed, not left behind
 
-    comparer = FaceComparer.from_pretrained(str(saved), align=False)
+    comparer = FaceComparer.from_pretrained(str(saved), align="none")
     results = comparer.compare_pairs([(rows[0]["image"], r["image"]) for r in rows[1:4]])
     assert {r.units for r in results} == {"smile units"}
     # The same numbers as the saved head on the peer's vectors, computed by hand.
@@ -237,7 +237,7 @@ def test_save_model_writes_an_estimator_in_task_units_that_compare_uses(smile_ta
     # The pipeline loads the same folder and gives the same number.
     from transformers import pipeline
 
-    out = pipeline("face-change-estimation", model=str(saved))(rows[0]["image"], rows[1]["image"], align=False)
+    out = pipeline("face-change-estimation", model=str(saved))(rows[0]["image"], rows[1]["image"], align="none")
     assert out["units"] == "smile units" and out["change"] == pytest.approx(results[0].change, abs=1e-5)
     # A second save into the same, now non-empty, folder is refused before any work.
     with pytest.raises(ValueError, match="exists and is not empty"):

@@ -105,7 +105,7 @@ def test_align_modes_pick_the_landmarks_and_warp_once(fgnet, astronaut_face) -> 
     expected_crop = FaceAligner(size=SIZE, detector=None).align(
         row["image"], landmarks=row["landmarks"], scheme=row["landmark_scheme"]
     ).image
-    expected = processor(expected_crop, align=False, return_tensors="pt")["pixel_values"][0]
+    expected = processor(expected_crop, align="none", return_tensors="pt")["pixel_values"][0]
     torch.testing.assert_close(transform(row), expected)
     # Detected and given landmarks are the same face here: the same crop, up to the landmarks' float32 rounding.
     torch.testing.assert_close(transform(detected.dataset[0]), expected, atol=0.05, rtol=0)

@@ -77,8 +77,9 @@ class TransferArguments:
     )
     align: str = field(
         default="auto",
-        metadata={"help": f"{', '.join(ALIGN_MODES)}: face landmarks from the dataset (else the detector), the "
-                          "dataset only, the detector only, or no alignment (whole images). Synthetic: auto/none."},
+        metadata={"help": f"{', '.join(ALIGN_MODES)}: face landmarks from the dataset, else the detector (auto; "
+                          "face is the same for a dataset, whose faceless images are skipped), the dataset only, the "
+                          "detector only, or no alignment (whole images). Synthetic: auto/none."},
     )
     image_size: Optional[int] = field(
         default=None, metadata={"help": "Input size; a pretrained init fixes it (default: the init's, 64 for scratch)."}

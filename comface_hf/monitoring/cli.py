@@ -15,11 +15,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Optional
+import sys
+from typing import Any, Optional
 
 from ..errors import run_cli
 
 DEFAULT_MODEL = "outputs/comface-embedded/model"
+#: ``--align`` words of ``compare``/``track``: the shared vocabulary less ``landmarks``, which a command line has no way
+#: to give.
+CLI_ALIGN_MODES = ("auto", "face", "detector", "none")
+
+
+def add_align_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--align`` (the shared vocabulary, :data:`comface_hf.face_alignment.ALIGN_MODES`) and the old ``--no-align``."""
+    parser.add_argument("--align", choices=CLI_ALIGN_MODES, default=None,
+                        help="how each photo is brought into the face frame: face (default: the detector must find a "
+                             "face), auto (a photo without a face is used whole), detector, or none (the photos "
+                             "already are aligned face crops: only resize them)")
+    parser.add_argument("--no-align", action="store_true", help="deprecated: use --align none")
+
+
+def align_from_args(args: Any) -> str:
+    """The ``--align`` word of parsed arguments; ``--no-align`` still works and says its new spelling."""
+    if getattr(args, "no_align", False):
+        if args.align not in (None, "none"):
+            raise SystemExit(f"comface: --no-align contradicts --align {args.align}; use --align only")
+        print("comface: --no-align is deprecated; use --align none", file=sys.stderr)
+        return "none"
+    return args.align or "face"
 
 
 def build_parser() -> argparse.ArgumentParser:

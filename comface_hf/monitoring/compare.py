@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..face_comparison import Comparison
+from .cli import add_align_arguments, align_from_args
 
 
 def save_figure_atomically(figure: Any, path: str, **kwargs: Any) -> None:
@@ -48,7 +49,7 @@ def pair_picture(comparison: Comparison, path: str) -> None:
 def run_compare(args: Any) -> Comparison:
     from ..face_comparison import FaceComparer
 
-    comparer = FaceComparer.from_pretrained(args.model, align=False if args.no_align else True, identity=args.identity)
+    comparer = FaceComparer.from_pretrained(args.model, align=align_from_args(args), identity=args.identity)
     result = comparer.compare(args.before, args.after)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -66,5 +67,4 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("after", help="the later photo of the same person")
     parser.add_argument("--json", action="store_true", help="print the result as JSON (for machines)")
     parser.add_argument("--out", help="write a picture of the two aligned faces with the numbers (e.g. pair.png)")
-    parser.add_argument("--no-align", action="store_true",
-                        help="the images already are aligned face crops (e.g. rendered faces): only resize them")
+    add_align_arguments(parser)

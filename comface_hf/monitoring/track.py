@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import ComFaceInputError
+from .cli import add_align_arguments, align_from_args
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".heic"}
 CSV_COLUMNS = ("image", "timestamp")
@@ -269,7 +270,7 @@ def run_track(args: Any) -> list[TrackRow]:
                                 else Path(args.series)).name + "-track")
     # Checked before the model is loaded, so a refusal costs nothing.
     check_output_folder(out, overwrite=getattr(args, "overwrite", False))
-    comparer = FaceComparer.from_pretrained(args.model, align=False if args.no_align else True, identity=args.identity)
+    comparer = FaceComparer.from_pretrained(args.model, align=align_from_args(args), identity=args.identity)
     start = time.perf_counter()
     rows = track_series(comparer, items, baseline=args.baseline)
     seconds = time.perf_counter() - start
@@ -295,7 +296,7 @@ def add_arguments(parser: Any) -> None:
                                        "image,timestamp CSV")
     parser.add_argument("--baseline", help="the reference photo (default: the first photo of the series)")
     parser.add_argument("--out-dir", help="where track.csv and track.png go (default: <series>-track)")
-    parser.add_argument("--no-align", action="store_true", help="the photos already are aligned face crops")
+    add_align_arguments(parser)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace track.csv and track.png in an output folder that already holds files "
                              "(without it such a folder is refused)")

@@ -16,10 +16,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .linear_probe import DEFAULT_CV_FOLDS, DEFAULT_LOG10_GRID, fit_ridge_probe, fit_ridge_probe_cv, pair_features
-from .pairs import ChangePair, Fold, pairs_for_subjects
+from .linear_probe import (
+    DEFAULT_CV_FOLDS,
+    DEFAULT_LOG10_GRID,
+    fit_ridge_probe,
+    fit_ridge_probe_cv,
+    pair_features,
+)
 from .metrics import compute_change_metrics, load_change_metrics
 from .models import ChangeModelSpec
+from .pairs import ChangePair, Fold, pairs_for_subjects
 from .tasks import TaskData, check_choice
 
 #: How the linear head's complexity is chosen (``--linear_selection``), the ridge penalty of the closed-form head or the
@@ -184,7 +190,7 @@ class _RowTensors:
 
 class RowTransform:
     """One dataset row -> the model's input: warped into the canonical face frame with the row's own landmarks (when
-    the builder stored some, see ``--align``), then resized/normalised by the image processor with ``align=False``.
+    the builder stored some, see ``--align``), then resized/normalised by the image processor with ``align="none"``.
 
     Rows without landmarks (``--align none``, rendered synthetic faces) go to the processor whole (shorter side
     resized, centre crop). The same function serves linear evaluation and fine-tuning; :meth:`crop` (the slow,
@@ -196,17 +202,23 @@ class RowTransform:
 
         self.size = int(spec.image_size)
         self.processor = spec.image_processor()
+        # No detector: the builder already chose each row's landmarks (``--align``); here they are only applied.
         self.aligner = FaceAligner(size=self.size, detector=None, skip_if_aligned=False, warn_small=False)
 
     def crop(self, row: dict) -> Any:
-        image = row["image"]
+        # Imported here, at call time: the one alignment function, looked up where it lives.
+        from ..face_alignment import align_face, has_landmarks
+
         landmarks = row.get("landmarks")
-        if landmarks is not None and len(landmarks) > 0:
-            image = self.aligner.align(image, landmarks=landmarks, scheme=row.get("landmark_scheme") or "auto").image
-        return image
+        # The stored landmarks are this row's whole alignment decision: "landmarks" applies them, "none" (a row the
+        # builder kept without a face) leaves the image whole.
+        mode = "landmarks" if has_landmarks(landmarks) else "none"
+        face = align_face(row["image"], mode, landmarks, scheme=row.get("landmark_scheme") or "auto",
+                          aligner=self.aligner)
+        return row["image"] if face is None else face.image
 
     def to_tensor(self, image: Any) -> torch.Tensor:
-        return self.processor(image, align=False, return_tensors="pt")["pixel_values"][0]
+        return self.processor(image, align="none", return_tensors="pt")["pixel_values"][0]
 
     def __call__(self, row: dict) -> torch.Tensor:
         return self.to_tensor(self.crop(row))

@@ -9,6 +9,8 @@ from typing import Any, Optional
 
 import datasets
 
+# ``--align`` takes the package's one alignment vocabulary, and passes it unchanged to the builders' ``landmarks``.
+from ..face_alignment import ALIGN_MODES
 from .pairs import ChangePair, Fold, load_pairs, sample_change_pairs, subject_kfold
 from .synthetic_task import make_synthetic_task
 
@@ -24,10 +26,6 @@ TASKS: tuple[str, ...] = (
 )
 #: ``linear``: f frozen, l from scratch; ``finetune``: f and l trained from the initial weights (Sec. 4.2).
 MODES: tuple[str, ...] = ("linear", "finetune")
-#: ``--align``: where a real photo's face landmarks come from (see :func:`load_task_dataset`).
-ALIGN_MODES: tuple[str, ...] = ("auto", "landmarks", "detector", "none")
-#: ``--align`` -> the builders' ``ManualDataConfig.landmarks`` option.
-ALIGN_TO_LANDMARKS: dict[str, str] = {"auto": "auto", "landmarks": "dataset", "detector": "detector", "none": "none"}
 #: The units of each task's change, for a saved estimator (``--change_units`` overrides).
 TASK_UNITS: dict[str, str] = {
     "fgnet": "years",
@@ -105,9 +103,9 @@ def load_task_dataset(
         max_frames_per_subject: DISFA only: keep at most this many frames per subject (seeded).
         synthetic_generator: an ``EmbeddedFaceGenerator`` to reuse across tasks (saves its construction).
         align: where each photo's face landmarks come from (:data:`ALIGN_MODES`): ``auto`` (the dataset's own, e.g.
-            FG-NET's ``.pts`` or a CSV column, else the face detector), ``landmarks`` (the dataset's only; images
-            without are skipped), ``detector`` (always detect), ``none`` (whole images, shorter side resized and
-            centre-cropped). The builder stores the landmarks (detections cached with the build); each image is then
+            FG-NET's ``.pts`` or a CSV column, else the face detector; ``face`` is the same here, as a builder skips
+            an image without a face either way), ``landmarks`` (the dataset's only; images without are skipped),
+            ``detector`` (always detect), ``none`` (whole images, shorter side resized and centre-cropped). The builder stores the landmarks (detections cached with the build); each image is then
             warped into the canonical face frame at ``image_size`` once per run. Synthetic faces are rendered in the
             frame: only ``auto`` and ``none`` apply to them.
 
@@ -141,7 +139,7 @@ def load_task_dataset(
             "See dataset_builders/<name>/README.md for the expected layout, or use a synthetic_* task."
         )
     # Imported here: the builders live at the repository root (like metrics/), not inside the package.
-    face = {"landmarks": ALIGN_TO_LANDMARKS[align], "face_size": int(image_size)}
+    face = {"landmarks": align, "face_size": int(image_size)}
     if task.startswith("disfa_"):
         from dataset_builders.disfa import Disfa
 

@@ -331,7 +331,8 @@ class Disfa(ManualDataBuilder):
 
     def _subject_faces(self, plan: _SubjectPlan, frames: list[tuple[int, bytes]]) -> list[dict[str, Any] | None]:
         """Face columns of a subject's frames, with landmarks smoothed across the frames (see module doc)."""
-        from comface_hf.face_alignment import FaceDetection, smooth_landmark_tracks
+        from comface_hf.alignment import smooth_landmark_tracks
+        from comface_hf.face_detector import FaceDetection
 
         if self.config.landmarks == "none":
             return [self._face_columns("", data) for _, data in frames]

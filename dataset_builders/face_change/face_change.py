@@ -29,10 +29,14 @@ import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
+from comface_hf.alignment import read_pts
 from comface_hf.errors import ComFaceInputError
-from comface_hf.face_alignment import read_pts
-from dataset_builders.base import ManualDataBuilder, ManualDataConfig, read_checked_image
 from comface_hf.transfer.schema import change_features
+from dataset_builders.base import (
+    ManualDataBuilder,
+    ManualDataConfig,
+    read_checked_image,
+)
 
 _DESCRIPTION = "Face images of the same people at several times with a scalar value each (e.g. weight)."
 REQUIRED_COLUMNS = ("subject", "image", "value")
@@ -65,7 +69,7 @@ images and pass its folder (or the CSV) as data_dir, e.g. FaceChange(data_dir="/
 class FaceChangeConfig(ManualDataConfig):
     """Options: ``csv_name`` picks the CSV inside data_dir (default: see DEFAULT_CSV_NAMES);
     ``landmark_scheme`` names the layout of your landmarks (``"auto"``: by their number, see
-    ``comface_hf.face_alignment.LANDMARK_SCHEMES``)."""
+    ``comface_hf.landmark_schemes.LANDMARK_SCHEMES``)."""
 
     csv_name: str | None = None
     landmark_scheme: str = "auto"

@@ -30,10 +30,14 @@ from typing import Any
 import datasets
 from tqdm.auto import tqdm
 
+from comface_hf.alignment import read_pts
 from comface_hf.errors import ComFaceInputError
-from comface_hf.face_alignment import read_pts
-from dataset_builders.base import ManualDataBuilder, ManualDataConfig, read_checked_image
 from comface_hf.transfer.schema import change_features
+from dataset_builders.base import (
+    ManualDataBuilder,
+    ManualDataConfig,
+    read_checked_image,
+)
 
 _DESCRIPTION = "FG-NET face images with ages, for estimating age change between two images of one person."
 _HOMEPAGE = "https://yanweifu.github.io/FG_NET_data/"
@@ -53,7 +57,7 @@ SEARCH_FOLDERS = (".", "images", "FGNET/images", "FGNET", "FG-NET/images", "FG-N
 #: Folders (relative to data_dir) searched for the 68-point ``.pts`` files; the image folder and its sibling
 #: ``points`` folder are searched too.
 POINTS_FOLDERS = ("points", "FGNET/points", "FG-NET/points")
-#: FG-NET's own 68-point markup (see comface_hf.face_alignment.LANDMARK_SCHEMES).
+#: FG-NET's own 68-point markup (see comface_hf.landmark_schemes.LANDMARK_SCHEMES).
 FGNET_SCHEME = "fgnet68"
 _IMAGE_SUFFIXES = {".jpg", ".jpeg"}
 
@@ -127,7 +131,7 @@ class Fgnet(ManualDataBuilder):
             )
 
         points = self._find_points(data_dir, folder) if self.config.landmarks != "none" else {}
-        if self.config.landmarks in ("auto", "dataset") and not points:
+        if self.config.landmarks in ("auto", "face", "landmarks") and not points:
             report.notes.append("no FG-NET .pts landmark files found (looked in points/ folders); faces detected")
 
         # Decode every image now, before writing: bad files (and, in landmark modes, faceless ones) are
