@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout 
 import gradio as gr  # noqa: E402
 
 from comface_hf.errors import REPORTED_ERRORS  # noqa: E402
-from comface_hf.face_comparison import FaceComparer, change_units  # noqa: E402
+from comface_hf.face_comparison import FaceComparer, change_units, same_person_verdict  # noqa: E402
 
 DEFAULT_MODEL = "outputs/comface-embedded/model"
 TITLE = "ComFace: how much did this face change?"
@@ -62,22 +62,7 @@ def comparison_markdown(result) -> str:
              f"**Distance** l(ReLU(f(after) - f(before))): {result.distance:.3f} {result.units}"]
     if not result.signed:
         lines.append("_This pretrained model learned the size of a change, not its direction: read the distance._")
-    if result.identity_check == "dlib":
-        verdict = {None: "not checked (no face found)", True: "yes",
-                   False: "**no - they look like different people**"}[result.same_person]
-        distance = "" if result.identity_distance is None else f", dlib face-recognition distance " \
-            f"{result.identity_distance:.3f} (same below {result.threshold:.2f})"
-        lines.append(f"**Same person:** {verdict}{distance}")
-    elif result.similarity is None:
-        lines.append("**Same person:** not checked (this model has no projection head g).")
-    elif result.same_person is None:
-        lines.append(f"**Same person:** similarity {result.similarity:.3f} (no calibrated threshold in this model).")
-    else:
-        verdict = "yes" if result.same_person else "**no - they look like different people**"
-        rates = "" if result.false_accept_rate is None else (
-            f" (threshold {result.threshold:.3f}: {100 * result.false_accept_rate:.1f}% false accepts, "
-            f"{100 * result.false_reject_rate:.1f}% false rejects on rendered identities)")
-        lines.append(f"**Same person:** {verdict}, similarity {result.similarity:.3f}{rates}")
+    lines.append(f"**Same person:** {same_person_verdict(result, markdown=True)}")
     lines += [f"- warning: {w}" for w in result.warnings]
     return "\n\n".join(lines)
 
