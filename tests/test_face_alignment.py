@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from comface_hf.face_alignment import (
     key_points,
     load_image,
 )
-from comface_hf.face_frame import CANONICAL_KEY_POINTS, apply_matrix, frame_matrix
+from comface_hf.face_frame import CANONICAL_KEY_POINTS, apply_matrix
 
 SIZE = 96
 
