@@ -30,7 +30,6 @@ from transformers import HfArgumentParser
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
 from comface_hf.errors import run_cli  # noqa: E402
-from comface_hf.transfer.reports import write_table  # noqa: E402
 from comface_hf.transfer import (  # noqa: E402
     ALIGN_MODES,
     INIT_FORMS,
@@ -44,6 +43,7 @@ from comface_hf.transfer import (  # noqa: E402
     run_protocol,
     sample_task_pairs,
 )
+from comface_hf.transfer.reports import write_table  # noqa: E402
 
 
 @dataclass
