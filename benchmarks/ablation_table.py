@@ -5,7 +5,7 @@ named ``"<prefix> <variant> seed <n>"``; this groups them and reports, per datas
 pretraining seeds of each checkpoint's fold-mean metric, and each variant's difference from the reference variant
 with the seeds paired (same seed = same sampler stream of identities, attributes and alphas).
 
-    python benchmarks/ablation_table.py benchmarks/results/realface_ablation --reference default
+    python -m benchmarks.ablation_table benchmarks/results/realface_ablation --reference default
 """
 
 from __future__ import annotations
