@@ -10,6 +10,8 @@ per run (``runs/<run>/results.json``, ``predictions.csv``, ``pairs.csv``, ``scat
   Corr. and direction accuracy, per-fold Corr., and the per-subject Corr. with its 95% t interval over subjects, as
   ``benchmarks.realface_subjects`` computes it), plus one row per multi-seed record of ``summary.json`` (``seed`` =
   ``all``: mean and std over folds x seeds, as the tables print it), with the folder's command, date and machine.
+- ``gpu_h100.csv``, ``transfer_evidence.csv``, ``studies.csv`` (Tables 7 and 8, Figure 3: one row per table row,
+  pretraining seed and task) and ``finetune_sweep.csv`` from those benchmarks' folders (pictures a table shows stay).
 - ``realface_paired.csv``: the per-subject comparisons BENCHMARKS.md quotes: each run against a reference init on the
   same subjects (``kind`` = ``paired``; the reference averaged over its seeds), and runs averaged per subject
   (``kind`` = ``pooled``; with the mean and std of their protocol Corr.).
@@ -247,6 +249,67 @@ def transfer_rows(folder: Path) -> list[dict]:
     return rows
 
 
+STUDY_SOURCES = {  # folder -> (study, the command that wrote it); all on the 2-core CPU, shared, 2026-11-21
+    "ablation": ("table7", "python -m benchmarks.study_ablation --seeds 0 1 --output_dir benchmarks/results/ablation"),
+    "ablation_cpu_nuisance0": ("table7", ("python -m benchmarks.study_ablation --seeds 0 1 --threads 2 --override "
+                               "transfer_nuisance=0 --output_dir benchmarks/results/ablation_cpu_nuisance0")),
+    "ablation_long_nuisance0": ("table7", ("python -m benchmarks.study_ablation --seeds 0 1 --threads 2 --override "
+                                "samples_per_epoch=1024 transfer_epochs=6 transfer_nuisance=0 "
+                                "--output_dir benchmarks/results/ablation_long_nuisance0")),
+    "scale": ("figure3", "python -m benchmarks.study_scale --scale cpu --seeds 0 1"),
+    "backbones": ("table8", "python -m benchmarks.study_backbones --scale cpu --seeds 0 1"),
+}
+STUDY_COLUMNS = ["source", "study", "scale", "row", "seed", "init", "pretrain_val_pearson", "pretrain_val_mae",
+                 "pretrain_val_retrieval_top1", "task", "mae", "pearson", "direction_accuracy", "command", "date",
+                 "machine"]
+SWEEP_SOURCES = ("finetune_sweep", "finetune_sweep_1e-2", "finetune_sweep_weight")
+SWEEP_COLUMNS = ["source", "task", "init", "lr", "epochs", "best_epoch", "stopped_at", "val_mae", "epoch0_val_mae",
+                 "test_mae_mean", "test_mae_std", "test_pearson_mean", "test_pearson_std", "command", "date", "machine"]
+
+
+def study_rows(folder: Path) -> list[dict]:
+    """A study's ``<study>.json`` (``benchmarks.studies``): one row per table row, pretraining seed and task."""
+    study, command = STUDY_SOURCES[folder.name]
+    d = json.loads((folder / f"{study}.json").read_text())
+    meta = {"source": folder.name, "study": study, "scale": d["scale"]["name"], "command": command,
+            "date": "2026-11-21", "machine": "2-core CPU, shared"}
+    rows = []
+    for name, row in d["rows"].items():
+        for seed in row["per_seed"]:
+            pretrain = seed.get("pretrain") or {}
+            for task, m in seed["tasks"].items():
+                rows.append({**meta, "row": name, "seed": seed["seed"], "init": seed["init"],
+                             "pretrain_val_pearson": _f(pretrain.get("val_pearson")),
+                             "pretrain_val_mae": _f(pretrain.get("val_mae")),
+                             "pretrain_val_retrieval_top1": _f(pretrain.get("val_retrieval_top1")), "task": task,
+                             **{k: _f(m.get(k)) for k in ("mae", "pearson", "direction_accuracy")}})
+    return rows
+
+
+def sweep_rows(folder: Path) -> list[dict]:
+    """``python -m benchmarks.finetune_sweep``'s ``sweep.json``; the first sweep, stopped early, has only its table."""
+    meta = {"source": folder.name, "machine": "2-core CPU, shared"}
+    if (folder / "sweep.json").is_file():
+        d = json.loads((folder / "sweep.json").read_text())
+        return [{**meta, "command": d.get("command", ""), "date": d.get("date", ""), "task": r["task"],
+                 "init": r["init"], "lr": r["lr"], "epochs": r["epochs"],
+                 "stopped_at": " ".join(map(str, r.get("stopped_at", []))), "val_mae": _f(r["val_mae"]),
+                 "epoch0_val_mae": _f(r.get("epoch0_val_mae")), "test_mae_mean": _f(r["test"]["mae"]["mean"]),
+                 "test_mae_std": _f(r["test"]["mae"]["std"]), "test_pearson_mean": _f(r["test"]["pearson"]["mean"]),
+                 "test_pearson_std": _f(r["test"]["pearson"]["std"])} for r in d["rows"]]
+    text = (folder / "sweep.md").read_text()
+    command = re.search(r"Command: `(.+?)`\n\(", text, re.DOTALL)
+    rows = []
+    for line in text.splitlines():  # | task | init | lr | max epochs | best epoch | stopped at | val MAE | test MAE | Corr.
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 9 and cells[0].startswith("synthetic_"):
+            rows.append({**meta, "command": " ".join(command.group(1).split()) if command else "",
+                         "date": "2026-11-27", "task": cells[0], "init": cells[1], "lr": cells[2], "epochs": cells[3],
+                         "best_epoch": cells[4].replace(",", ""), "stopped_at": cells[5].replace(",", ""),
+                         "val_mae": cells[6], "test_mae_mean": cells[7], "test_pearson_mean": cells[8]})
+    return rows
+
+
 def _read(path: Path) -> list[dict]:
     if not path.is_file():
         return []
@@ -284,14 +347,16 @@ def consolidate(results: Path, keep_runs: bool = False) -> list[str]:
             _write(path, RUN_COLUMNS, rows)
     if paired or paired_path.is_file():
         _write(paired_path, PAIRED_COLUMNS, paired)
-    for name, sources, columns, build, keep in (("gpu_h100", GPU_SOURCES, GPU_COLUMNS, gpu_rows, ()),
-                                                ("transfer_evidence", TRANSFER_SOURCES, TRANSFER_COLUMNS, transfer_rows,
-                                                 ("*_scatter.png",))):
+    for name, sources, columns, build, keep, marker in (
+            ("gpu_h100", GPU_SOURCES, GPU_COLUMNS, gpu_rows, (), "*.metrics.json"),
+            ("transfer_evidence", TRANSFER_SOURCES, TRANSFER_COLUMNS, transfer_rows, ("*_scatter.png",), "table.csv"),
+            ("studies", STUDY_SOURCES, STUDY_COLUMNS, study_rows, ("*.png",), "*.json"),
+            ("finetune_sweep", SWEEP_SOURCES, SWEEP_COLUMNS, sweep_rows, (), "sweep.md")):
         path = results / f"{name}.csv"
         rows = _read(path)
         for source in sources:
             folder = results / source
-            if not folder.is_dir() or not any(folder.glob("*.metrics.json")) and not (folder / "table.csv").is_file():
+            if not folder.is_dir() or not any(folder.glob(marker)):
                 continue
             rows = [r for r in rows if r["source"] != source] + build(folder)
             if not keep_runs:  # the per-run files go; pictures a table shows stay in the folder
