@@ -5,7 +5,7 @@ FG-NET's longitudinal photos confound age with the camera era: a third of its de
 6% of those over 27. A head can then score by reading "greyscale = younger" (or, fitted on rendered faces whose ageing
 greys the hair, "greyscale = older") instead of the face. The split says how much of a row rests on that.
 
-    python -m benchmarks.realface_capture_split benchmarks/results/realface_cpuhour_seeds [more --out folders]
+    python -m benchmarks.realface_capture_split <a realface_table --out folder> [more --out folders]
         [--dataset fgnet] [--runs '*-linear-*,*-zeroshot-*']
 
 A photo is greyscale when its mean per-pixel channel spread (max - min over RGB, in [0, 1]) is below 0.02 (scanned

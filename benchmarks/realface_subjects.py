@@ -5,7 +5,7 @@ test pairs sit in exactly one test fold, so a run's predictions give one within-
 change within one person is what the task is about). Their mean over subjects, with a t interval over subjects, says
 how far apart two rows must be before this dev set can tell them apart.
 
-    python -m benchmarks.realface_subjects benchmarks/results/realface_cpuhour_seeds [more result folders]
+    python -m benchmarks.realface_subjects <a realface_table --out folder> [more result folders]
         [--runs jaffe-*linear*] [--reference "Scratch (resnet18)"] [--pool "ComFace cpu-hour*"]
 
 ``--reference METHOD``: each other run's per-subject Corr. minus the reference method's on the same dataset (subjects

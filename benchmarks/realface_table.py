@@ -7,7 +7,8 @@ change, linear evaluation and fine-tuning, the same pairs for every method; plus
 
 Data: ``../shared/realfaces/fgnet_dev`` (``fgnet`` builder, age, 4 folds) and ``../shared/realfaces/jaffe_dev``
 (``face_change`` builder over its metadata.csv, mean happiness rating, 3 folds: 5 subjects). Research databases:
-read in place, never copied; only metrics and predictions are written.
+read in place, never copied; only metrics and predictions are written. ``python -m
+benchmarks.consolidate_results`` then folds an ``--out`` folder under ``benchmarks/results/`` into its topic's CSV.
 
 Protocol (comface_hf.transfer.run_protocol): subject-disjoint folds, 10% validation subjects, pairs drawn once per
 dataset with data seed 0 (identical for every method, mode and seed). Linear evaluation: the exact ridge head (penalty
