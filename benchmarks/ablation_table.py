@@ -1,11 +1,14 @@
-"""Ablation rows over pretraining seeds, from a real-face table (``benchmarks/realface_table.py``'s ``summary.json``).
+"""Ablation rows over pretraining seeds, from a real-face table (``python -m benchmarks.realface_table``'s ``summary.json``).
 
 A single pretraining run's real-face Corr. moves by ~0.1 with its seed alone, so each variant is several checkpoints
 named ``"<prefix> <variant> seed <n>"``; this groups them and reports, per dataset and mode, the mean ± std over the
 pretraining seeds of each checkpoint's fold-mean metric, and each variant's difference from the reference variant
 with the seeds paired (same seed = same sampler stream of identities, attributes and alphas).
 
-    python benchmarks/ablation_table.py benchmarks/results/realface_ablation --reference default
+    python -m benchmarks.ablation_table benchmarks/results/realface_ablation --reference default
+
+Run it on the ``--out`` folder before ``python -m benchmarks.consolidate_results`` folds that folder into
+``benchmarks/results/realface.csv`` (the committed tables: ``benchmarks/results/realface_ablation.md``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """docs/alignment.png: a real photo and rendered faces brought into the canonical face frame.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/alignment_picture.py --out docs/alignment.png \
+    .venv/bin/python -m benchmarks.alignment_picture --out docs/alignment.png \
         --beside docs/real_beside_rendered.png
 
 ``--beside``: the aligned astronaut at 112 px beside faces of the embedded generator (renderer 2.0.0) at 112 px, as
@@ -15,18 +15,15 @@ of them: the frames agree when a render and its crop look alike. No research ima
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from comface_hf.face_alignment import FaceAligner  # noqa: E402
-from comface_hf.face_frame import CANONICAL_KEY_POINTS, frame_quad  # noqa: E402
-from comface_hf.synthesis import EmbeddedFaceGenerator  # noqa: E402
+from comface_hf.face_alignment import FaceAligner
+from comface_hf.face_frame import CANONICAL_KEY_POINTS, frame_quad
+from comface_hf.synthesis import EmbeddedFaceGenerator
 
 TILE = 224
 

@@ -1,7 +1,7 @@
 """How much each attribute edit changes the picture: mean |render(alpha=+-5) - render(0)| per attribute, renderer
 1.1.0, 2.0.0 and 2.1.0 at the same size (pixel values in [0, 1]; mean over 16 identities, both signs, all pixels).
 
-    PYTHONPATH=. python benchmarks/attribute_visibility.py smile,Smiling,weight,age [--size 64]
+    python -m benchmarks.attribute_visibility smile,Smiling,weight,age [--size 64]
 
 ``--split`` adds, for the default renderer, where the change is: per sign and per band of the canonical face frame
 (above the eyes / eyes to mouth / mouth and below; bands from :data:`comface_hf.face_frame.CANONICAL_KEY_POINTS`).
@@ -17,15 +17,12 @@ import argparse
 import json
 import shlex
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from comface_hf.face_frame import CANONICAL_KEY_POINTS  # noqa: E402
-from comface_hf.synthesis import EmbeddedFaceGenerator  # noqa: E402
-from comface_hf.synthesis import renderer  # noqa: E402
+from comface_hf.face_frame import CANONICAL_KEY_POINTS
+from comface_hf.synthesis import EmbeddedFaceGenerator
+from comface_hf.synthesis import renderer
 
 #: Bands of the canonical frame (fractions of the side): down to 0.05 above the eye line (hair, forehead, brows), from
 #: there to 0.05 above the mouth centre (eyes, nose, cheeks), and the rest (mouth, chin, neck).
@@ -52,7 +49,7 @@ def main() -> None:
     a = p.parse_args()
     ids = torch.arange(a.identities)
     names = a.attributes.split(",")
-    print(f"Command: PYTHONPATH=. python benchmarks/attribute_visibility.py {shlex.join(sys.argv[1:])}\n")
+    print(f"Command: python -m benchmarks.attribute_visibility {shlex.join(sys.argv[1:])}\n")
     versions = ("1.1.0", "2.0.0", renderer.DEFAULT_RENDERER_VERSION)
     gens = {f"renderer {v}": EmbeddedFaceGenerator(image_size=a.size, renderer_version=v) for v in versions}
     for spec in a.direction:

@@ -1,8 +1,8 @@
 """Face detector accuracy and speed on FG-NET dev photos against their manual landmarks (issue 11).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_detector.py --data_dir ../shared/realfaces/fgnet_dev
+    .venv/bin/python -m benchmarks.bench_detector --data_dir ../shared/realfaces/fgnet_dev
     # the alternative that was measured against it (needs mediapipe==0.10.14 in a separate venv, see BENCHMARKS.md):
-    PYTHONPATH=. /tmp/mpvenv/bin/python benchmarks/bench_detector.py --backend mediapipe
+    /tmp/mpvenv/bin/python -m benchmarks.bench_detector --backend mediapipe
 
 Reports, per backend: faces found (%), the normalised mean error (NME) of 10 landmarks that both FG-NET's own
 68-point markup and the detector's layout define (4 eye corners, 2 mouth corners, upper and lower lip centre, nose
@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 try:
     import transformers  # noqa: F401
 except ImportError:

@@ -1,6 +1,6 @@
 """Throughput of the embedded face generator (images/s), eager and compiled, batched, after warm-up.
 
-    PYTHONPATH=. python benchmarks/bench_generator.py [--batch 256] [--sizes 64,112,224] [--iters 5]
+    python -m benchmarks.bench_generator [--batch 256] [--sizes 64,112,224] [--iters 5]
 
 Prints a Markdown table: for each device (CPU with the current torch thread count; CUDA if
 available) and size, eager and ``compile=True`` images/s (median and range of the repeats), their
@@ -59,7 +59,7 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true", help="eager only (skips the compiled column)")
     a = p.parse_args()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print("Command: PYTHONPATH=. python benchmarks/bench_generator.py " f"--batch {a.batch} --sizes {a.sizes} --iters {a.iters} "
+    print("Command: python -m benchmarks.bench_generator " f"--batch {a.batch} --sizes {a.sizes} --iters {a.iters} "
           f"--repeats {a.repeats} --renderer-versions {a.renderer_versions}" + (" --no-compile" if a.no_compile else ""))
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}\n")
     print("| device | renderer | image size | internal size | batch | eager images/s | compiled images/s | compiled / eager "

@@ -1,7 +1,7 @@
 """Monitoring figures (issue 15): compare latency, track speed, pipeline throughput, and the same-person check's error
 rates on rendered identities and on FG-NET dev (real photos of one person across ages vs different people).
 
-    nice -n 5 python benchmarks/bench_monitoring.py --model /work/ckpts/embedded-r1.1/model \
+    nice -n 5 python -m benchmarks.bench_monitoring --model /work/ckpts/embedded-r1.1/model \
         --fgnet ../shared/realfaces/fgnet_dev --out benchmarks/results/monitoring.json
 
 The model folder is copied to a temporary folder and calibrated there (`comface calibrate`); the source is not
@@ -26,7 +26,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 RENDERER_VERSION = None  # --renderer_version: the renderer the model was pretrained with
-sys.path.insert(0, str(REPO))
 
 
 def load_average() -> list[float]:

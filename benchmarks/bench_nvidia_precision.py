@@ -1,6 +1,6 @@
 """Seconds per 32 images from NVIDIA's own StyleGAN2-ADA synthesis, before and after issue 25, for each precision.
 
-    PYTHONPATH=. python benchmarks/bench_nvidia_precision.py [--device cpu] [--resolution 128] [--repeats 3]
+    python -m benchmarks.bench_nvidia_precision [--device cpu] [--resolution 128] [--repeats 3]
         [--out results.json]
 
 NVIDIA's network code is read from ``../shared/nvidia/stylegan2-ada-pytorch`` (tests/nvidia_fixture.py); the generator
@@ -32,12 +32,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from comface_hf.errors import ComFaceInputError  # noqa: E402
-from comface_hf.synthesis.latent_edit import LatentEditGenerator  # noqa: E402
-from comface_hf.synthesis.stylegan import load_nvidia_pickle  # noqa: E402
-from tests.nvidia_fixture import INTERFACEGAN, STYLEGAN2_ADA, build_nvidia_pickle, require_shared  # noqa: E402
+from comface_hf.errors import ComFaceInputError
+from comface_hf.synthesis.latent_edit import LatentEditGenerator
+from comface_hf.synthesis.stylegan import load_nvidia_pickle
+from tests.nvidia_fixture import INTERFACEGAN, STYLEGAN2_ADA, build_nvidia_pickle, require_shared
 
 DTYPES = ("float32", "bfloat16", "float16")
 

@@ -1,7 +1,7 @@
 """Time ``photographic()`` per JPEG backend (Pillow vs torchvision) and without JPEG, on one device.
 
-    python benchmarks/bench_photographic.py                   # CPU, one thread, 128 images of 64 px
-    python benchmarks/bench_photographic.py --device cuda --images 512 --size 112
+    python -m benchmarks.bench_photographic                   # CPU, one thread, 128 images of 64 px
+    python -m benchmarks.bench_photographic --device cuda --images 512 --size 112
 
 Each timing is the median of ``--repeats`` calls, the backends interleaved so that a load change on shared cores
 hits all of them alike; on CUDA the device is synchronised around each call. The load average is printed alongside.
@@ -12,15 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from comface_hf.synthesis.photographic import CaptureRanges, photographic  # noqa: E402
+from comface_hf.synthesis.photographic import CaptureRanges, photographic
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Trainer overhead and data wait, measured in one run.
 
-    python benchmarks/bench_pretrain.py [--backbone resnet18 --image_size 64 --batch 64 --steps 30]
+    python -m benchmarks.bench_pretrain [--backbone resnet18 --image_size 64 --batch 64 --steps 30]
 
 1. `training/pretrain.py` (under `accelerate launch`, streaming pairs, one process, `--num_workers` batch producers)
    runs `--steps` optimiser steps;
@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def trainer_run(args, out: Path) -> dict:

@@ -1,6 +1,6 @@
 """Streaming from a StyleGAN-shaped generator: generator images/s and trainer pairs/s, measured in one run.
 
-    PYTHONPATH=. python benchmarks/bench_stylegan_stream.py [--device cpu] [--steps 12] [--out results.json]
+    python -m benchmarks.bench_stylegan_stream [--device cpu] [--steps 12] [--out results.json]
 
 Uses the test network (tests/stylegan_fixture.py: mapping MLP, modulated 3x3 convs, toRGB skips) at a size this CPU
 can run, so the figures are about the streaming machinery, not about a real StyleGAN's cost (see
@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,11 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from comface_hf.synthesis import EmbeddedFaceGenerator  # noqa: E402
-from comface_hf.synthesis.latent_edit import LatentEditGenerator  # noqa: E402
-from tests.stylegan_fixture import make_generator, unit_directions  # noqa: E402
+from comface_hf.synthesis import EmbeddedFaceGenerator
+from comface_hf.synthesis.latent_edit import LatentEditGenerator
+from tests.stylegan_fixture import make_generator, unit_directions
 
 NET = {"img_resolution": 128, "channels": 16, "z_dim": 64, "w_dim": 64}
 ATTRIBUTES = ["weight", "age", "smile"]

@@ -1,6 +1,6 @@
 """Wall time of one cross-validation fold of linear evaluation and of fine-tuning, at the embedded scale.
 
-    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python benchmarks/bench_transfer.py \
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python -m benchmarks.bench_transfer \
         [--task synthetic_smile] [--epochs 2] [--pairs_per_subject 20] [--subjects 40] [--images_per_subject 12]
 
 The model follows the embedded pretraining: the checkpoint at outputs/comface-embedded/model when it exists (its
@@ -20,9 +20,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from comface_hf.transfer import (  # noqa: E402
+from comface_hf.transfer import (
     TransferSettings,
     build_change_model,
     load_task_dataset,
@@ -30,7 +28,7 @@ from comface_hf.transfer import (  # noqa: E402
     run_fold,
     sample_task_pairs,
 )
-from comface_hf.transfer.metrics import load_change_metrics  # noqa: E402
+from comface_hf.transfer.metrics import load_change_metrics
 
 DEFAULT_CHECKPOINT = "outputs/comface-embedded/model"
 
@@ -76,7 +74,7 @@ def main() -> None:
             f"{result.seconds:.1f} | {result.seconds / args.epochs:.1f} | {result.metrics['mae']:.3f} |"
         )
 
-    command = "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python " + " ".join(["benchmarks/bench_transfer.py", *sys.argv[1:]])
+    command = "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python " + " ".join(["-m", "benchmarks.bench_transfer", *sys.argv[1:]])
     print(f"\nCommand: `{command}`  ")
     print(
         f"Machine: {os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), no GPU, "

@@ -1,6 +1,6 @@
 """How many aten operators (each at least one kernel launch on a GPU) one step's data path dispatches, per stage.
 
-    python benchmarks/count_render_ops.py            # renderer 2.1.0 at 64 px, one render call of 32 / 128 / 512 faces
+    python -m benchmarks.count_render_ops            # renderer 2.1.0 at 64 px, one render call of 32 / 128 / 512 faces
 
 A ``TorchDispatchMode`` counts every operator dispatched, on the CPU with the GPU's chunking (one render call per
 batch; seeded draws, so the counts repeat). The CPU renderer skips blends whose mask is zero in every row and a GPU
@@ -10,16 +10,12 @@ launch-cost estimate.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from comface_hf.pretraining.augment import augment_batch  # noqa: E402
-from comface_hf.synthesis.photographic import photographic  # noqa: E402
-from comface_hf.synthesis import EmbeddedFaceGenerator  # noqa: E402
+from comface_hf.pretraining.augment import augment_batch
+from comface_hf.synthesis.photographic import photographic
+from comface_hf.synthesis import EmbeddedFaceGenerator
 
 
 class CountOps(TorchDispatchMode):

@@ -1,6 +1,6 @@
 """A picture: one DCGAN identity edited along each shipped direction, beside one rendered identity's edits.
 
-    python benchmarks/dcgan_beside_renderer.py --out docs/dcgan_beside_renderer.png
+    python -m benchmarks.dcgan_beside_renderer --out docs/dcgan_beside_renderer.png
 
 Rows pair the two generators' attributes of one name (age, smile, weight), then the DCGAN's own (mouth_open,
 brow_raise, eye_open) beside the renderer's nearest (jaw_drop_AU26, brow_raise_AU1_2, Smiling); columns are alpha.
@@ -9,18 +9,15 @@ brow_raise, eye_open) beside the renderer's nearest (jaw_drop_AU26, brow_raise_A
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from comface_hf.synthesis import EmbeddedFaceGenerator  # noqa: E402
-from comface_hf.synthesis.dcgan import load_gan_face_generate  # noqa: E402
-from comface_hf.synthesis.latent_edit import LatentEditGenerator  # noqa: E402
+from comface_hf.synthesis import EmbeddedFaceGenerator
+from comface_hf.synthesis.dcgan import load_gan_face_generate
+from comface_hf.synthesis.latent_edit import LatentEditGenerator
 from training.pretrain import DCGAN_DIRECTIONS  # noqa: E402
 
 PAIRS = (("age", "age"), ("smile", "smile"), ("weight", "weight"), ("mouth_open", "jaw_drop_AU26"),

@@ -1,6 +1,6 @@
 """Drive the demo page (app.py) in a real headless browser: start it on loopback, upload two photos, read the result.
 
-    python benchmarks/demo_screenshot.py --model outputs/comface-embedded/model --out docs/demo.png
+    python -m benchmarks.demo_screenshot --model outputs/comface-embedded/model --out docs/demo.png
 
 Without BEFORE/AFTER it renders two faces of one unseen identity with the embedded generator (a weight edit), so the
 picture shows no real person. Uses Debian's chromium and chromedriver (`apt-get install chromium chromium-driver`);
@@ -140,7 +140,6 @@ def render_pair(folder: Path, size: int = 256) -> tuple[str, str]:
 def main() -> None:
     import tempfile
 
-    sys.path.insert(0, str(REPO))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="outputs/comface-embedded/model")
     parser.add_argument("--before")

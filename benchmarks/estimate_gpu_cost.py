@@ -1,6 +1,6 @@
 """ESTIMATE, on paper (no GPU measured): the cost of one training pair at the paper preset, and the pairs/s it implies.
 
-    python benchmarks/estimate_gpu_cost.py [--utilisation 0.1,0.2,0.4] [--json out.json]
+    python -m benchmarks.estimate_gpu_cost [--utilisation 0.1,0.2,0.4] [--json out.json]
 
 Counts multiply-accumulates (MACs; FLOPs = 2 x MACs) of
 * StyleGAN2 (config F, 1024 px, NVIDIA's stylegan2-ada-pytorch layout) synthesis, per resolution block, for the full

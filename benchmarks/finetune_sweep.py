@@ -1,6 +1,6 @@
 """A small sweep of the fine-tuning defaults (peak learning rate x maximum epochs) on the synthetic tasks.
 
-    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 nice -n 5 .venv/bin/python benchmarks/finetune_sweep.py \
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 nice -n 5 .venv/bin/python -m benchmarks.finetune_sweep \
         [--inits scratch,/work/ckpts/embedded-r1.1] [--tasks synthetic_age,synthetic_weight] [--lrs 3e-4,1e-3,3e-3] \
         [--epochs 3,6] [--out benchmarks/results/finetune_sweep]
 
@@ -24,12 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from accelerate import Accelerator
 
-from accelerate import Accelerator  # noqa: E402
-
-from comface_hf.synthesis import EmbeddedFaceGenerator  # noqa: E402
-from comface_hf.transfer import TransferSettings, load_task_dataset, run_protocol  # noqa: E402
+from comface_hf.synthesis import EmbeddedFaceGenerator
+from comface_hf.transfer import TransferSettings, load_task_dataset, run_protocol
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ case ${1:-train} in
     mkdir -p "$RUNS"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$RUNS/gpu.txt"
     # Once: `$(flags ...)` runs in a subshell, so reading it there would import training/pretrain.py per run.
-    R1=$(python3 -c "import sys; sys.path.insert(0, 'training'); import pretrain; print(pretrain.EMBEDDED_ATTRIBUTES_R1)")
+    R1=$(python3 -c "import training.pretrain as p; print(p.EMBEDDED_ATTRIBUTES_R1)")
     # 2-step smoke runs of both renderers first: a failure on the GPU shows in seconds.
     smoke="--max_steps 2 --samples_per_epoch 128 --validation_pairs 16 --global_batch_size 8 --num_epochs 1"
     run smoke 60 $smoke --craniofacial_growth False || { tail -20 "$RUNS/smoke.log"; exit 1; }
@@ -72,7 +72,7 @@ case ${1:-train} in
     rm -rf "$stage" && mkdir -p "$stage" "$dest"
     for n in $names; do
       if [ -f "$RUNS/$n/model/model.safetensors" ]; then
-        python3 benchmarks/gpu_pack.py "$RUNS/$n/model" "$stage/$n" --int8
+        python3 -m benchmarks.gpu_pack "$RUNS/$n/model" "$stage/$n" --int8
         cp "$RUNS/$n/metrics.json" "$stage/$n.metrics.json"
       else
         echo "$n: no model"; tail -5 "$RUNS/$n.log"

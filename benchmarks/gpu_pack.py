@@ -4,8 +4,8 @@ cast to float16 (``--half``) or quantised to int8 per output channel (``--int8``
 as int8 with one float32 scale per output channel, everything else float32; a ResNet18 then travels in 11 MiB instead
 of 44 MiB; say so wherever such a copy is evaluated). ``--unpack`` joins them again (back to float32).
 
-    python benchmarks/gpu_pack.py /tmp/gpu_runs/cpu-hour/model $OUT/cpuhour [--half | --int8]
-    python benchmarks/gpu_pack.py --unpack <folder with cpuhour.*> cpuhour /work/ckpts/cpu-hour
+    python -m benchmarks.gpu_pack /tmp/gpu_runs/cpu-hour/model $OUT/cpuhour [--half | --int8]
+    python -m benchmarks.gpu_pack --unpack <folder with cpuhour.*> cpuhour /work/ckpts/cpu-hour
 """
 
 from __future__ import annotations

@@ -36,5 +36,5 @@ run eager 120
 run no-capture 120 --photographic 0
 run batch-256 180 --global_batch_size 256 --samples_per_epoch 4096
 run compiled 300 --compile_generator True
-python3 benchmarks/bench_photographic.py --device cuda --images 128 --size 64 2>&1 | tee "$OUT/bench_photographic.txt"
+python3 -m benchmarks.bench_photographic --device cuda --images 128 --size 64 2>&1 | tee "$OUT/bench_photographic.txt"
 head -n 20 "$OUT"/*/stages.md

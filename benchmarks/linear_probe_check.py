@@ -1,7 +1,7 @@
 """Is the default linear evaluation at its optimum? Checks it against scikit-learn on real FG-NET, compares the SGD
 head, and times the probe at 1,000 images x 4 folds.
 
-    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 nice -n 5 .venv/bin/python benchmarks/linear_probe_check.py \
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 nice -n 5 .venv/bin/python -m benchmarks.linear_probe_check \
         --init /work/ckpts/embedded-r1.1 [--data_dir ../shared/realfaces/fgnet_dev] [--out benchmarks/results/realface]
 
 1. Runs the default linear command's protocol (``training/transfer.py --task fgnet --mode linear`` with every default:
@@ -30,13 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sklearn.linear_model import Ridge
+from threadpoolctl import threadpool_limits
 
-from sklearn.linear_model import Ridge  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-
-from comface_hf.transfer.linear_probe import DEFAULT_LOG10_GRID, fit_ridge_probe, pair_features, standardisation  # noqa: E402
-from comface_hf.transfer import (  # noqa: E402
+from comface_hf.transfer.linear_probe import DEFAULT_LOG10_GRID, fit_ridge_probe, pair_features, standardisation
+from comface_hf.transfer import (
     TransferSettings,
     _backbone_features,
     _RowTensors,
@@ -47,7 +45,7 @@ from comface_hf.transfer import (  # noqa: E402
     run_protocol,
     sample_task_pairs,
 )
-from comface_hf.transfer.pairs import pairs_for_subjects, sample_change_pairs, subject_kfold  # noqa: E402
+from comface_hf.transfer.pairs import pairs_for_subjects, sample_change_pairs, subject_kfold
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "realfaces"
 

@@ -1,6 +1,6 @@
 """Measure the photographic randomisation's strength against real pairs (comface_hf.synthesis.photographic).
 
-    PYTHONPATH=. python benchmarks/photographic_strength.py [--realfaces ../shared/realfaces] [--size 64]
+    python -m benchmarks.photographic_strength [--realfaces ../shared/realfaces] [--size 64]
 
 Real pairs: every two photos of one person in FG-NET dev (aligned with its own 68 landmarks) and JAFFE dev (aligned
 with the dlib detector), at ``--size`` px. Synthetic pairs: renderer 2.0.0 pairs (same identity and attribute, two
@@ -15,16 +15,13 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from comface_hf.synthesis.photographic import image_statistics, photographic  # noqa: E402
-from comface_hf.synthesis import EmbeddedFaceGenerator  # noqa: E402
+from comface_hf.synthesis.photographic import image_statistics, photographic
+from comface_hf.synthesis import EmbeddedFaceGenerator
 
 STATS = ("brightness", "contrast", "colourfulness", "sharpness")
 
@@ -82,7 +79,7 @@ def main() -> None:
     p.add_argument("--max-images", type=int, default=0, help="use about this many FG-NET photos (0: all)")
     a = p.parse_args()
     rng = np.random.default_rng(0)
-    print(f"Command: PYTHONPATH=. python benchmarks/photographic_strength.py --size {a.size} --pairs {a.pairs} "
+    print(f"Command: python -m benchmarks.photographic_strength --size {a.size} --pairs {a.pairs} "
           f"--max-images {a.max_images} --strengths {a.strengths}\n", flush=True)
     real = {}
     for name, (imgs, subjects) in real_faces(Path(a.realfaces), a.size, a.max_images).items():

@@ -5,7 +5,7 @@ FG-NET's longitudinal photos confound age with the camera era: a third of its de
 6% of those over 27. A head can then score by reading "greyscale = younger" (or, fitted on rendered faces whose ageing
 greys the hair, "greyscale = older") instead of the face. The split says how much of a row rests on that.
 
-    python benchmarks/realface_capture_split.py benchmarks/results/realface_cpuhour_seeds [more --out folders]
+    python -m benchmarks.realface_capture_split <a realface_table --out folder> [more --out folders]
         [--dataset fgnet] [--runs '*-linear-*,*-zeroshot-*']
 
 A photo is greyscale when its mean per-pixel channel spread (max - min over RGB, in [0, 1]) is below 0.02 (scanned
@@ -22,13 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.realface_table import DATASETS  # noqa: E402  (the same tables the runs used)
-from comface_hf.transfer import load_task_dataset  # noqa: E402
-from comface_hf.transfer.reports import read_predictions  # noqa: E402
-from comface_hf.transfer.metrics import compute_change_metrics, load_change_metrics  # noqa: E402
-from comface_hf.transfer.pairs import load_pairs  # noqa: E402
+from benchmarks.realface_table import DATASETS  # the same tables the runs used
+from comface_hf.transfer import load_task_dataset
+from comface_hf.transfer.reports import read_predictions
+from comface_hf.transfer.metrics import compute_change_metrics, load_change_metrics
+from comface_hf.transfer.pairs import load_pairs
 
 GREYSCALE_SPREAD = 0.02
 
@@ -65,7 +63,7 @@ def main() -> None:
                              align="auto")
     greyscale = np.array([is_greyscale(im) for im in data.dataset["image"]])
     metrics = load_change_metrics()
-    print(f"Command: python benchmarks/realface_capture_split.py {shlex.join(sys.argv[1:])}\n")
+    print(f"Command: python -m benchmarks.realface_capture_split {shlex.join(sys.argv[1:])}\n")
     print(f"{a.dataset}: {greyscale.sum()} of {len(greyscale)} photos greyscale; by quartile of the value:")
     value = np.asarray(data.dataset["value"], dtype=np.float64)
     edges = np.quantile(value, [0.0, 0.25, 0.5, 0.75, 1.0])

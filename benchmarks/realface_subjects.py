@@ -5,7 +5,7 @@ test pairs sit in exactly one test fold, so a run's predictions give one within-
 change within one person is what the task is about). Their mean over subjects, with a t interval over subjects, says
 how far apart two rows must be before this dev set can tell them apart.
 
-    python benchmarks/realface_subjects.py benchmarks/results/realface_cpuhour_seeds [more result folders]
+    python -m benchmarks.realface_subjects <a realface_table --out folder> [more result folders]
         [--runs jaffe-*linear*] [--reference "Scratch (resnet18)"] [--pool "ComFace cpu-hour*"]
 
 ``--reference METHOD``: each other run's per-subject Corr. minus the reference method's on the same dataset (subjects
@@ -28,11 +28,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from comface_hf.transfer.reports import read_predictions  # noqa: E402
-from comface_hf.transfer.metrics import compute_change_metrics, load_change_metrics  # noqa: E402
-from comface_hf.transfer.pairs import load_pairs  # noqa: E402
+from comface_hf.transfer.reports import read_predictions
+from comface_hf.transfer.metrics import compute_change_metrics, load_change_metrics
+from comface_hf.transfer.pairs import load_pairs
 
 
 def per_subject_pearson(predictions_csv: Path, metrics) -> dict[str, float]:
@@ -69,7 +67,7 @@ def main() -> None:
     for folder in a.folders:
         found = sorted(Path(folder).glob("runs/*/predictions.csv"))
         if not found:
-            p.error(f"{folder}: no runs/*/predictions.csv; give a folder that benchmarks/realface_table.py --out wrote")
+            p.error(f"{folder}: no runs/*/predictions.csv; give a folder that python -m benchmarks.realface_table --out wrote")
         for csv_path in found:
             name = csv_path.parent.name
             if not fnmatch.fnmatch(name, a.runs):
@@ -79,7 +77,7 @@ def main() -> None:
                          result["aggregate"]["pearson"]["mean"], per_subject_pearson(csv_path, metrics)))
     if not runs:
         p.error(f"no run folder matches --runs {a.runs!r}")
-    print("Command: python benchmarks/realface_subjects.py " + shlex.join(sys.argv[1:]) + "\n")
+    print("Command: python -m benchmarks.realface_subjects " + shlex.join(sys.argv[1:]) + "\n")
     print("| dataset | mode | init | transfer seed | protocol Corr. (fold mean) | per-subject Corr., mean [95% interval] | "
           "subjects | lowest, highest subject |\n|---|---|---|--:|--:|--:|--:|--:|")
     for ds, mode, method, seed, fold_mean, subj in runs:

@@ -1,13 +1,14 @@
 """Real-face transfer table: scratch vs ComFace checkpoint(s) vs FaceCycle on FG-NET age change and JAFFE happiness
 change, linear evaluation and fine-tuning, the same pairs for every method; plus the alignment rows of issue 11.
 
-    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 nice -n 5 .venv/bin/python benchmarks/realface_table.py \
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 nice -n 5 .venv/bin/python -m benchmarks.realface_table \
         --checkpoint "ComFace (embedded r1.1)=/work/ckpts/embedded-r1.1" [--checkpoint "name=folder" ...] \
         [--facecycle /tmp/facecycle/model] --out benchmarks/results/realface
 
 Data: ``../shared/realfaces/fgnet_dev`` (``fgnet`` builder, age, 4 folds) and ``../shared/realfaces/jaffe_dev``
 (``face_change`` builder over its metadata.csv, mean happiness rating, 3 folds: 5 subjects). Research databases:
-read in place, never copied; only metrics and predictions are written.
+read in place, never copied; only metrics and predictions are written. ``python -m
+benchmarks.consolidate_results`` then folds an ``--out`` folder under ``benchmarks/results/`` into its topic's CSV.
 
 Protocol (comface_hf.transfer.run_protocol): subject-disjoint folds, 10% validation subjects, pairs drawn once per
 dataset with data seed 0 (identical for every method, mode and seed). Linear evaluation: the exact ridge head (penalty
@@ -43,12 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from accelerate import Accelerator
 
-from accelerate import Accelerator  # noqa: E402
-
-from comface_hf.peers import PEERS  # noqa: E402
-from comface_hf.transfer import (  # noqa: E402
+from comface_hf.peers import PEERS
+from comface_hf.transfer import (
     ALIGN_MODES, HEAD_INITS, LINEAR_SOLVERS, LINEAR_SELECTIONS, TransferSettings, load_task_dataset,
     run_protocol, run_zero_shot, sample_task_pairs,
 )

@@ -1,6 +1,6 @@
 """Does the aligner put rendered faces back where the generator drew them? (the frames agree)
 
-    PYTHONPATH=. python benchmarks/render_alignment_check.py [--n 32] [--size 112]
+    python -m benchmarks.render_alignment_check [--n 32] [--size 112]
 
 For ``--n`` renders (renderer 2.0.0, random identities, attributes and alphas) at ``--size`` px: (a) the aligner with
 the generator's own key points (``EmbeddedFaceGenerator.key_points``): mean |crop - render| over the inner 86% of the
@@ -11,17 +11,13 @@ frame; (b) the dlib detector (the aligner's default): faces found, its key point
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from comface_hf.face_alignment import FaceAligner, NoFaceError, key_points  # noqa: E402
-from comface_hf.synthesis import EmbeddedFaceGenerator  # noqa: E402
+from comface_hf.face_alignment import FaceAligner, NoFaceError, key_points
+from comface_hf.synthesis import EmbeddedFaceGenerator
 
 
 def main() -> None:
@@ -59,7 +55,7 @@ def main() -> None:
         eye = np.linalg.norm(kps[i][1] - kps[i][0])
         kp_err.append(float(np.linalg.norm(det - kps[i], axis=1).mean() / eye * 100))
     other = float((imgs - imgs.roll(1, 0))[:, :, inner[1], inner[2]].abs().mean())
-    print(f"Command: PYTHONPATH=. python benchmarks/render_alignment_check.py --n {a.n} --size {a.size}\n")
+    print(f"Command: python -m benchmarks.render_alignment_check --n {a.n} --size {a.size}\n")
     print("| aligned with | faces found | key point error (% eye distance) | mean abs(crop - render) |")
     print("|---|---|---|---|")
     print(f"| generator's key_points | {a.n}/{a.n} | 0 (by definition) | {np.mean(e_kp):.4f} (max {np.max(e_kp):.4f}) |")

@@ -37,8 +37,6 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 PRETRAIN_SCRIPT = REPO_ROOT / "training" / "pretrain.py"
 from training.pretrain import EMBEDDED_ATTRIBUTES  # noqa: E402  (the one list of the embedded default)

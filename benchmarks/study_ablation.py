@@ -1,6 +1,6 @@
 """Table 7 (Sec. 4.5): ablation of ComFace's pretraining, transferred by fine-tuning to the synthetic tasks.
 
-    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python benchmarks/study_ablation.py [--scale cpu|paper]
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python -m benchmarks.study_ablation [--scale cpu|paper]
         [--seeds 0 1] [--output_dir benchmarks/results/ablation] [--cache_dir outputs/study_cache]
 
 Rows: (a) inter-personal only, (b) intra-personal only, (c) both (the final setting), (d) both with the signed
@@ -10,12 +10,7 @@ intra-personal target alpha_y - alpha_x, (e) both without the curriculum, and sc
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.studies import Variant, claim_line, run_and_write_study, scale_from_args, study_argument_parser  # noqa: E402
+from benchmarks.studies import Variant, claim_line, run_and_write_study, scale_from_args, study_argument_parser
 
 ABS, SIGNED = "|α_y − α_x|", "α_y − α_x"
 VARIANTS = [

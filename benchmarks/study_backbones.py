@@ -1,6 +1,6 @@
 """Table 8 (Sec. 4.6): ComFace with several backbones, transferred by fine-tuning to the synthetic tasks.
 
-    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python benchmarks/study_backbones.py [--scale cpu|paper]
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python -m benchmarks.study_backbones [--scale cpu|paper]
         [--seeds 0 1] [--output_dir benchmarks/results/backbones] [--cache_dir outputs/study_cache]
 
 Rows: ResNet18, ResNet50, ResNet101, ViT-B/16 (``vit_base_patch16_224`` built at the study's image size: ComFaceConfig
@@ -12,12 +12,7 @@ comparison, not the paper's numbers. The paper's claim — ResNet50 best — is 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.studies import Variant, claim_line, run_and_write_study, scale_from_args, study_argument_parser  # noqa: E402
+from benchmarks.studies import Variant, claim_line, run_and_write_study, scale_from_args, study_argument_parser
 
 VARIANTS = [
     Variant("ResNet18", backbone="resnet18", info=(("Backbone", "resnet18"),)),

@@ -1,6 +1,6 @@
 """Figure 3 (Sec. 4.5, "Training Scale"): downstream fine-tuning performance against the pretraining scale.
 
-    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python benchmarks/study_scale.py [--scale cpu|paper]
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python -m benchmarks.study_scale [--scale cpu|paper]
         [--seeds 0 1] [--output_dir benchmarks/results/scale] [--cache_dir outputs/study_cache]
 
 The paper varies the number of synthetic identities, so the number of images grows with it (0.1 M, 5 M, 20 M, 35 M
@@ -12,12 +12,9 @@ and reuses its cached pretraining. Scratch (no pretraining) is drawn as the refe
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.studies import (  # noqa: E402
+from benchmarks.studies import (
     TASK_LABELS,
     Variant,
     claim_line,

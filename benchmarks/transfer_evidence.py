@@ -1,6 +1,6 @@
 """Does a ComFace checkpoint beat scratch on the synthetic downstream tasks, in linear evaluation and fine-tuning?
 
-    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python benchmarks/transfer_evidence.py \
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python -m benchmarks.transfer_evidence \
         [--checkpoint outputs/comface-embedded/model] [--out benchmarks/results/transfer_evidence]
 
 Runs the full protocol (4 subject-disjoint folds, 10% validation subjects, model selection on validation MAE) for
@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from accelerate import Accelerator
 
-from accelerate import Accelerator  # noqa: E402
-
-from comface_hf.transfer.reports import MODE_LABELS, plot_scatter, write_table  # noqa: E402
-from comface_hf.synthesis import EmbeddedFaceGenerator  # noqa: E402
-from comface_hf.transfer import TransferSettings, load_task_dataset, run_protocol  # noqa: E402
+from comface_hf.transfer.reports import MODE_LABELS, plot_scatter, write_table
+from comface_hf.synthesis import EmbeddedFaceGenerator
+from comface_hf.transfer import TransferSettings, load_task_dataset, run_protocol
 
 TASKS = ("synthetic_smile", "synthetic_weight", "synthetic_age")
 MODES = ("linear", "finetune")

@@ -7,7 +7,7 @@ features of rendered pairs of ONE attribute, with the pretraining's photographic
 never saw, and predict the real pairs with it. No real label is used. The units differ (alpha vs years or rating),
 so Corr. and direction accuracy are the measures; MAE is left out.
 
-    python benchmarks/zero_shot_realface.py --checkpoint "name=folder" [...] [--scratch_seeds 0,1,2]
+    python -m benchmarks.zero_shot_realface --checkpoint "name=folder" [...] [--scratch_seeds 0,1,2]
         [--datasets fgnet,jaffe] --out benchmarks/results/realface_zeroshot
 
 Pairs: the same real pairs as ``benchmarks/realface_table.py`` (same builder, alignment ``auto``, pairs per subject and
@@ -30,16 +30,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from comface_hf.transfer.linear_probe import fit_ridge_probe, pair_features  # noqa: E402
-from comface_hf.synthesis.photographic import photographic  # noqa: E402
-from comface_hf.synthesis import EmbeddedFaceGenerator, alpha_grid  # noqa: E402
-from comface_hf.transfer import (  # noqa: E402
+from comface_hf.transfer.linear_probe import fit_ridge_probe, pair_features
+from comface_hf.synthesis.photographic import photographic
+from comface_hf.synthesis import EmbeddedFaceGenerator, alpha_grid
+from comface_hf.transfer import (
     _backbone_features, build_change_model, load_task_dataset, row_transform, sample_task_pairs, write_run_outputs,
 )
-from comface_hf.transfer.metrics import compute_change_metrics  # noqa: E402
-from benchmarks.realface_table import DATASETS as TABLE_DATASETS, _slug  # noqa: E402  (its tables and run names)
+from comface_hf.transfer.metrics import compute_change_metrics
+from benchmarks.realface_table import DATASETS as TABLE_DATASETS, _slug  # its tables and run names
 from training.pretrain import to_model_input  # noqa: E402
 
 #: dataset: (transfer task, default folder, pairs per subject, the rendered attribute that stands for it); the task and
@@ -180,7 +178,7 @@ def main() -> None:
     runs = [("Scratch (resnet18)", "scratch", int(s)) for s in a.scratch_seeds.split(",") if s.strip()]
     runs += [(name, folder, 0) for name, folder in inits.items()]
     out = Path(a.out)
-    print(f"Command: python benchmarks/zero_shot_realface.py {shlex.join(sys.argv[1:])}\n")
+    print(f"Command: python -m benchmarks.zero_shot_realface {shlex.join(sys.argv[1:])}\n")
     for ds in a.datasets.split(","):
         task, _, _, _ = DATASETS[ds]
         data = load_task_dataset(task, getattr(a, ds), image_size=a.image_size, cache_dir=a.cache_dir, align="auto")

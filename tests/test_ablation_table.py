@@ -1,14 +1,11 @@
 """benchmarks/ablation_table.py: variants over pretraining seeds, paired differences against the reference."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-spec = importlib.util.spec_from_file_location("ablation_table", Path(__file__).resolve().parents[1] / "benchmarks" / "ablation_table.py")
-ablation_table = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ablation_table)
+from benchmarks import ablation_table
 
 
 def _record(method: str, pearson: float, mode: str = "linear") -> dict:

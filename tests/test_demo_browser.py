@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import demo_screenshot as demo
+
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("demo_screenshot", REPO / "benchmarks" / "demo_screenshot.py")
-demo = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(demo)
 
 
 def _missing() -> list[str]:

@@ -1,15 +1,12 @@
 """benchmarks/gpu_pack.py: a model folder survives the trip through a channel of 15 MiB files, exactly or as float16."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-spec = importlib.util.spec_from_file_location("gpu_pack", Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_pack.py")
-gpu_pack = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gpu_pack)
+from benchmarks import gpu_pack
 
 
 def _folder(tmp_path: Path) -> Path:

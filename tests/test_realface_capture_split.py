@@ -1,17 +1,13 @@
 """benchmarks/realface_capture_split.py: greyscale photos, and a run's Corr. split by shared vs mixed capture."""
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-spec = importlib.util.spec_from_file_location(
-    "realface_capture_split", Path(__file__).resolve().parents[1] / "benchmarks" / "realface_capture_split.py")
-capture_split = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(capture_split)
+from benchmarks import realface_capture_split as capture_split
 
 
 def test_is_greyscale() -> None:

@@ -1,17 +1,13 @@
 """benchmarks/realface_subjects.py: per-subject correlations of finished runs, their interval, paired differences."""
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-spec = importlib.util.spec_from_file_location(
-    "realface_subjects", Path(__file__).resolve().parents[1] / "benchmarks" / "realface_subjects.py")
-realface_subjects = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(realface_subjects)
+from benchmarks import realface_subjects
 
 
 def _run(folder: Path, name: str, method: str, rows: list[tuple[str, float, float]]) -> None:

@@ -1,14 +1,11 @@
 """benchmarks/realface_table.py: table.md and summary.json hold every finished run under --out (fake data and runs)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-spec = importlib.util.spec_from_file_location("realface_table", Path(__file__).resolve().parents[1] / "benchmarks" / "realface_table.py")
-realface_table = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(realface_table)
+from benchmarks import realface_table
 
 
 class _Data:

@@ -2,17 +2,13 @@
 
 import argparse
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-spec = importlib.util.spec_from_file_location(
-    "zero_shot_realface", Path(__file__).resolve().parents[1] / "benchmarks" / "zero_shot_realface.py")
-zero_shot = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(zero_shot)
+from benchmarks import zero_shot_realface as zero_shot
 
 
 def test_synthetic_pairs_are_unseen_identities_with_signed_alpha_change() -> None:

