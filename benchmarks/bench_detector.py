@@ -33,7 +33,8 @@ except ImportError:
     _pkg.__path__ = [str(Path(__file__).resolve().parents[1] / "comface_hf")]
     sys.modules["comface_hf"] = _pkg
 
-from comface_hf.face_alignment import key_points, read_pts  # noqa: E402
+from comface_hf.alignment import read_pts
+from comface_hf.face_alignment import key_points
 
 #: FG-NET markup index -> the same point in iBUG's 68 (dlib) and MediaPipe's face mesh.
 FGNET_POINTS = [27, 29, 34, 32, 48, 54, 51, 57, 67, 7]

