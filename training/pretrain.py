@@ -48,9 +48,10 @@ from comface_hf.pretraining.generators import run_generator_specs  # noqa: E402
 from comface_hf.pretraining.methods import LOSS_TERMS, METHODS, get_method, validate  # noqa: E402, F401
 from comface_hf.pretraining.pairs import Curriculum  # noqa: E402
 
-# EMBEDDED_ATTRIBUTES(_R1), to_model_input and _attribute_indices were defined here before the library code moved to
-# comface_hf.pretraining; tests and benchmarks still import them from this script.
+# EMBEDDED_ATTRIBUTES(_R1), DCGAN_DIRECTIONS, to_model_input and _attribute_indices were defined here before the
+# library code moved to comface_hf.pretraining; tests and benchmarks still import them from this script.
 from comface_hf.pretraining.presets import (  # noqa: E402, F401
+    DCGAN_DIRECTIONS,
     EMBEDDED_ATTRIBUTES,
     EMBEDDED_ATTRIBUTES_R1,
     PRESETS,
