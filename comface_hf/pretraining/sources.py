@@ -119,8 +119,9 @@ class GeneratorPairs(StreamingPairs):
 def build_data(args, accelerator):
     """(train source, validation source, number of training samples per epoch).
 
-    Streaming: identities split 90/10 (seeded by the generator seed), both sources over one generator on the training
-    device. Corpus: the built ``comface_synthetic`` train and validation splits (one process builds it).
+    Streaming: identities split 90/10 (seeded by the generator seed) so validation faces are never trained on; both
+    sources render with the same generator on the training device (StyleGANs shared, being large; the embedded
+    renderer built twice, being deterministic). Corpus: the built ``comface_synthetic`` train and validation splits (one process builds it).
     """
     if args.data_source == "stream":
         train_ids, val_ids = split_identities(args.num_identities, 0.1, seed=args.generator_seed)
