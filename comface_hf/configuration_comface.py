@@ -77,6 +77,10 @@ class ComFaceConfig(PretrainedConfig):
             False-reject rate of that threshold (the same person taken as different), on held-out pairs.
         same_person_calibration (`str`, *optional*):
             How the threshold was measured (data, number of pairs, target rate).
+        generator_spec (`dict` or `list[dict]`, *optional*):
+            The generator that rendered the pretraining pairs, as `comface_hf.synthesis.spec.GeneratorSpec.to_dict()`
+            (a list for a mixture). `comface calibrate` rebuilds the same renderer from it; `None` for models
+            trained on a built corpus or saved before it was recorded.
     """
 
     model_type = "comface"
@@ -100,6 +104,7 @@ class ComFaceConfig(PretrainedConfig):
     same_person_far: float | None = None
     same_person_frr: float | None = None
     same_person_calibration: str | None = None
+    generator_spec: dict | list | None = None
 
     def __post_init__(self, **kwargs):
         check_backbone_name(self.backbone)

@@ -74,6 +74,9 @@ class FaceCycleConfig(PretrainedConfig):
             Negative slope of the LeakyReLU activations.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialisation of linear layers.
+        generator_spec (`dict` or `list[dict]`, *optional*):
+            The generator that rendered the pretraining pairs (`comface_hf.synthesis.spec.GeneratorSpec.to_dict()`,
+            a list for a mixture); `None` for older folders and corpus runs.
 
     Example:
 
@@ -111,6 +114,7 @@ class FaceCycleConfig(PretrainedConfig):
         flow_smoothness_weight: float = 0.01,
         leaky_relu_slope: float = 0.1,
         initializer_range: float = 0.02,
+        generator_spec: dict | list | None = None,
         **kwargs,
     ):
         for name, value in (
@@ -175,6 +179,7 @@ class FaceCycleConfig(PretrainedConfig):
         self.flow_smoothness_weight = float(flow_smoothness_weight)
         self.leaky_relu_slope = float(leaky_relu_slope)
         self.initializer_range = float(initializer_range)
+        self.generator_spec = generator_spec
         super().__init__(**kwargs)
 
 

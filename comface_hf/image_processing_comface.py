@@ -161,6 +161,27 @@ class ComFaceImageProcessor(TorchvisionBackend):
             result["aligned"] = torch.tensor(aligned)
         return result
 
+    def normalize(self, image: torch.Tensor, mean: Any, std: Any, inplace: bool = False, **kwargs) -> torch.Tensor:
+        """``(image - mean) / std`` per channel: ``[..., 3, H, W]`` with ``mean, std`` of 3 (lists or tensors).
+
+        The one normalisation of ComFace inputs: :meth:`preprocess` (through the backend's fused rescale and
+        normalise) and the pretraining loop (:meth:`normalize_pixels`, on device batches) both call it, so what a
+        model is trained on and what it is given at inference cannot drift apart. No device synchronisation (unlike
+        torchvision's check of ``std``): the trainer calls it three times per step on the GPU.
+        """
+        mean = torch.as_tensor(mean, device=image.device).view(-1, 1, 1)
+        std = torch.as_tensor(std, device=image.device).view(-1, 1, 1)
+        return (image - mean) / std
+
+    def normalize_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, S, S]`` floats in [0, 1] (rendered, already the model's size) -> the model's input, on their device.
+
+        What :meth:`preprocess` does after resizing and rescaling, for batches that are made on the training device.
+        """
+        if not self.do_normalize:
+            return images
+        return self.normalize(images, self.image_mean, self.image_std)
+
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out.pop("_aligner", None)  # the loaded detector is state, not configuration

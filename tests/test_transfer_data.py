@@ -188,15 +188,19 @@ def test_make_synthetic_task_with_fake_generator() -> None:
 
 
 def test_make_synthetic_task_monkeypatched_import(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without ``generator=``, the function imports comface_hf.synthesis lazily."""
-    import sys
-    import types
+    """Without ``generator=``, the function builds one lazily from a GeneratorSpec (comface_hf.synthesis.spec)."""
+    import comface_hf.synthesis.spec as spec_module
 
-    fake = types.ModuleType("comface_hf.synthesis")
-    fake.EmbeddedFaceGenerator = _FakeGenerator
-    monkeypatch.setitem(sys.modules, "comface_hf.synthesis", fake)
-    ds = make_synthetic_task("weight", num_subjects=2, images_per_subject=2, image_size=16, nuisance=0.0)
+    built = []
+
+    def fake_build(spec, device="cpu", trust_code=False):
+        built.append(spec)
+        return _FakeGenerator(image_size=spec.image_size)
+
+    monkeypatch.setattr(spec_module, "build_generator", fake_build)
+    ds = make_synthetic_task("weight", num_subjects=2, images_per_subject=2, image_size=16, seed=3, nuisance=0.0)
     assert ds.num_rows == 4
+    assert [(s.generator, s.image_size, s.seed) for s in built] == [("embedded", 16, 3)]
 
 
 def test_make_synthetic_task_real_generator() -> None:

@@ -54,15 +54,25 @@ def error_rates(genuine: np.ndarray, impostor: np.ndarray, threshold: float) -> 
 
 
 def render_identity_pairs(
-    num_identities: int, image_size: int, generator_seed: int = 0, seed: int = 0, renderer_version: Optional[str] = None
+    num_identities: int, image_size: int, generator_seed: int = 0, seed: int = 0, renderer_version: Optional[str] = None,
+    generator_spec: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Two renders per unseen identity, each with its own random attribute edit: ``uint8 [N, 2, S, S, 3]``, ids.
 
-    ``renderer_version``: the embedded renderer the model was pretrained with (default: the generator's default)."""
-    from ..synthesis import get_generator
+    ``generator_spec``: the embedded generator the model was pretrained with (a ``GeneratorSpec`` or its dict; its
+    size is replaced by ``image_size``); without one, the embedded renderer ``renderer_version`` (default: the
+    current one) at ``generator_seed``."""
+    from ..synthesis.spec import (
+        GeneratorSpec,
+        as_spec,
+        build_generator,
+        embedded_spec_for,
+    )
 
-    kwargs = {} if renderer_version is None else {"renderer_version": renderer_version}
-    generator = get_generator("embedded", image_size=image_size, seed=generator_seed, **kwargs)
+    if generator_spec is None:
+        generator_spec = GeneratorSpec(seed=generator_seed,
+                                       **({} if renderer_version is None else {"renderer_version": renderer_version}))
+    generator = build_generator(embedded_spec_for([as_spec(generator_spec)], image_size))
     rng = np.random.default_rng(seed)
     n = int(num_identities)
     ids = np.repeat(np.arange(IDENTITY_OFFSET, IDENTITY_OFFSET + n), 2)
@@ -93,15 +103,37 @@ def similarities(comparer: Any, images: np.ndarray, batch_size: int = 64) -> tup
     return genuine, impostor
 
 
+def _calibration_spec(model: Any, generator_spec: Any, generator_seed: Optional[int], renderer_version: Optional[str]):
+    """The embedded generator to calibrate with: the given spec, else the model's recorded one, else the default;
+    an explicit seed or renderer version wins over either."""
+    import dataclasses
+
+    from ..synthesis.spec import (
+        GeneratorSpec,
+        as_spec,
+        embedded_spec_for,
+        specs_from_config,
+    )
+
+    if generator_spec is not None:
+        specs = [as_spec(generator_spec)]
+    else:
+        specs = specs_from_config(getattr(model.config, "generator_spec", None)) or [GeneratorSpec()]
+    spec = embedded_spec_for(specs, int(model.config.image_size))
+    overrides = {k: v for k, v in (("seed", generator_seed), ("renderer_version", renderer_version)) if v is not None}
+    return dataclasses.replace(spec, **overrides)
+
+
 def calibrate_same_person(
     model: Any,
     processor: Any = None,
     num_identities: int = DEFAULT_IDENTITIES,
     target_far: float = DEFAULT_TARGET_FAR,
-    generator_seed: int = 0,
+    generator_seed: Optional[int] = None,
     seed: int = 0,
     align: Any = False,
     renderer_version: Optional[str] = None,
+    generator_spec: Any = None,
 ) -> dict[str, Any]:
     """Measure the same-person threshold of a pretrained model on rendered identities and store it in its config.
 
@@ -111,6 +143,9 @@ def calibrate_same_person(
         target_far: false-accept rate the threshold is set for on the first half.
         align: ``False`` feeds the renders as the model saw them in pretraining; ``True`` runs them through the
             face aligner, as ``comface compare`` does with photos (slower: the detector runs on each render).
+        generator_spec: the generator to render with; default: the one recorded in ``model.config.generator_spec``
+            by pretraining (its embedded renderer), else the embedded default. ``generator_seed`` and
+            ``renderer_version``, when given, override the spec's.
 
     Returns:
         the figures (threshold, far, frr, auc on the held-out half, and the same on the first half).
@@ -120,10 +155,11 @@ def calibrate_same_person(
     if num_identities < 8:
         raise ValueError(f"num_identities={num_identities} is too few to measure error rates; use at least 8 "
                          "(default 200)")
+    spec = _calibration_spec(model, generator_spec, generator_seed, renderer_version)
+    recorded = generator_spec is not None or getattr(model.config, "generator_spec", None) is not None
     was_training = model.training
     comparer = FaceComparer(model, processor, align="auto" if align else False)  # a missed render is used whole
-    images, _ = render_identity_pairs(num_identities, int(model.config.image_size), generator_seed, seed,
-                                      renderer_version)
+    images, _ = render_identity_pairs(num_identities, int(model.config.image_size), seed=seed, generator_spec=spec)
     half = num_identities // 2
     g_fit, i_fit = similarities(comparer, images[:half])
     g_test, i_test = similarities(comparer, images[half:])
@@ -131,7 +167,9 @@ def calibrate_same_person(
     held_out = error_rates(g_test, i_test, threshold)
     fit = error_rates(g_fit, i_fit, threshold)
     description = (
-        f"embedded renderer {renderer_version or 'default'}, generator seed {generator_seed}, {num_identities} unseen "
+        f"embedded renderer {spec.renderer_version if recorded else renderer_version or 'default'}"
+        f"{'' if spec.craniofacial_growth else ' without craniofacial growth'}, generator seed {spec.seed}, "
+        f"{num_identities} unseen "
         f"identities (from "
         f"{IDENTITY_OFFSET}), each rendered twice with random attribute edits; threshold set at FAR {target_far:g} on "
         f"{half} identities ({fit['impostor_pairs']} impostor pairs), rates measured on the other "

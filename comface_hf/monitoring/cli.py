@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--num-identities", type=int, default=200)
     sub.add_argument("--target-far", type=float, default=0.01)
     sub.add_argument("--align", action="store_true", help="run the renders through the face aligner first")
-    sub.add_argument("--renderer-version", help="the embedded renderer the model was pretrained with (default: current)")
+    sub.add_argument("--renderer-version", help="the embedded renderer to calibrate with (default: the one the model's "
+                                               "config.json records, else the current one)")
     from ..synthesis import directions
 
     text = "attribute directions of a generator (sample, render, label offline, fit, condition, check)"

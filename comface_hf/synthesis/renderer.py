@@ -52,10 +52,17 @@ import numpy as np
 import torch
 
 from . import renderer_v1
-from .attributes import ALL_ATTRIBUTE_NAMES, ATTRIBUTE_DIRECTIONS, ATTRIBUTE_DIRECTIONS_V2_1, ATTRIBUTE_NAMES, resolve_attribute
-from .renderer_v1 import (  # noqa: F401  (re-exported: shared deterministic helpers)
+from .attributes import (
+    ALL_ATTRIBUTE_NAMES,
+    ATTRIBUTE_DIRECTIONS,
+    ATTRIBUTE_DIRECTIONS_V2_1,
+    ATTRIBUTE_NAMES,
+    resolve_attribute,
+)
+from .render_ops import (  # noqa: F401  (re-exported: the deterministic helpers renderer_v1 shares)
     _HAIR_PALETTE,
     _IRIS_PALETTE,
+    _PRESENCE_SPEC,
     _SKIN_DARK,
     _SKIN_LIGHT,
     _SKIN_MID,
@@ -110,7 +117,6 @@ _ZERO_SPEC = ["pale", "smooth", "blur", "hair_dark", "hair_blond", "hair_brown",
               # 1 switches childhood morphology off (the growth ablation: EmbeddedFaceGenerator(craniofacial_growth=False)).
               # Last, and drawn by no hash stream, so every face of the default is unchanged.
               "no_growth"]
-_PRESENCE_SPEC = renderer_v1._PRESENCE_SPEC
 PARAM_NAMES: List[str] = [n for n, _, _ in _UNIFORM_SPEC] + _ZERO_SPEC + [n for n, _, _ in _PRESENCE_SPEC]
 _PINDEX = {n: i for i, n in enumerate(PARAM_NAMES)}
 

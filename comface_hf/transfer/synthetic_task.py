@@ -9,9 +9,9 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from PIL import Image
 
 from .schema import change_features
-from PIL import Image
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def make_synthetic_task(
     batch_size: int = 64,
     device: str = "cpu",
     generator: Any | None = None,
+    generator_spec: Any | None = None,
 ) -> datasets.Dataset:
     """Render a synthetic downstream task with identities pretraining never saw.
 
@@ -82,7 +83,10 @@ def make_synthetic_task(
         nuisance: strength of the per-image capture variation.
         batch_size / device: rendering batch and device.
         generator: an already constructed ``EmbeddedFaceGenerator`` (reused to save the
-            construction cost); built from ``image_size``/``seed``/``device`` otherwise.
+            construction cost); built from ``generator_spec`` otherwise.
+        generator_spec: the embedded generator to render with (a ``GeneratorSpec`` or its dict, e.g. a
+            pretrained model's ``config.generator_spec``, so the task's faces come from the renderer the model
+            learned on; its size becomes ``image_size``); default: the embedded renderer at ``seed``.
 
     Returns:
         ``datasets.Dataset`` with features ``image``, ``subject``, ``value`` like the
@@ -94,9 +98,15 @@ def make_synthetic_task(
         raise ValueError("need num_subjects >= 1 and images_per_subject >= 2 (pairs are within subjects)")
     if generator is None:
         # Imported lazily: the generator module is heavier and not needed for real data.
-        from comface_hf.synthesis import EmbeddedFaceGenerator
+        from comface_hf.synthesis.spec import (
+            GeneratorSpec,
+            build_generator,
+            embedded_spec_for,
+            specs_from_config,
+        )
 
-        generator = EmbeddedFaceGenerator(image_size=image_size, seed=seed, device=device)
+        specs = specs_from_config(generator_spec) or [GeneratorSpec(seed=seed)]
+        generator = build_generator(embedded_spec_for(specs, image_size), device)
     attribute = int(generator.attribute_index(SYNTHETIC_TASK_ATTRIBUTES[task]))
 
     rng = np.random.default_rng([seed, 0x5EED, list(SYNTHETIC_TASK_ATTRIBUTES).index(task)])
