@@ -137,7 +137,7 @@ def rendered_rates(model_dir: str, results: dict, quick: bool = False) -> None:
     comparer = FaceComparer.from_pretrained(model_dir, align="none")
     # The compare path: renders through the face aligner, as photos are (threshold re-measured for that path).
     aligned = calibrate_same_person(comparer.model, comparer.processor, num_identities=16 if quick else 100,
-                                    align=True, seed=7, renderer_version=RENDERER_VERSION)
+                                    align="auto", seed=7, renderer_version=RENDERER_VERSION)
     results["rendered"]["aligned_path"] = {k: aligned[k] for k in ("threshold", "far", "frr", "auc", "genuine_pairs",
                                                                    "impostor_pairs")}
     print(json.dumps(results["rendered"], indent=2))

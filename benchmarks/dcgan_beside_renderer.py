@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from comface_hf.pretraining.presets import DCGAN_DIRECTIONS
 from comface_hf.synthesis import EmbeddedFaceGenerator
 from comface_hf.synthesis.dcgan import load_gan_face_generate
 from comface_hf.synthesis.latent_edit import LatentEditGenerator
-from training.pretrain import DCGAN_DIRECTIONS  # noqa: E402
 
 PAIRS = (("age", "age"), ("smile", "smile"), ("weight", "weight"), ("mouth_open", "jaw_drop_AU26"),
          ("brow_raise", "brow_raise_AU1_2"), ("eye_open", "Smiling"))

@@ -45,7 +45,7 @@ case ${1:-train} in
     mkdir -p "$RUNS"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$RUNS/gpu.txt"
     # Once: `$(flags ...)` runs in a subshell, so reading it there would import training/pretrain.py per run.
-    R1=$(python3 -c "import training.pretrain as p; print(p.EMBEDDED_ATTRIBUTES_R1)")
+    R1=$(python3 -c "from comface_hf.pretraining.presets import EMBEDDED_ATTRIBUTES_R1 as a; print(a)")
     # 2-step smoke runs of both renderers first: a failure on the GPU shows in seconds.
     smoke="--max_steps 2 --samples_per_epoch 128 --validation_pairs 16 --global_batch_size 8 --num_epochs 1"
     run smoke 60 $smoke --craniofacial_growth False || { tail -20 "$RUNS/smoke.log"; exit 1; }

@@ -10,7 +10,7 @@ mkdir -p "$RUNS"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=$PWD TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$RUNS/gpu.txt"
 python3 -c "import torch, transformers, accelerate, timm; print('torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'timm', timm.__version__)" | tee -a "$RUNS/gpu.txt"
-R1=$(python3 -c "import training.pretrain as p; print(p.EMBEDDED_ATTRIBUTES_R1)")
+R1=$(python3 -c "from comface_hf.pretraining.presets import EMBEDDED_ATTRIBUTES_R1 as a; print(a)")
 run() {  # name, limit in seconds, pretrain flags...
   local name=$1 limit=$2; shift 2
   local t0=$(date +%s)

@@ -39,7 +39,10 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 PRETRAIN_SCRIPT = REPO_ROOT / "training" / "pretrain.py"
-from training.pretrain import EMBEDDED_ATTRIBUTES  # noqa: E402  (the one list of the embedded default)
+from comface_hf.pretraining.presets import (
+    EMBEDDED_ATTRIBUTES,  # the one list of the embedded default
+)
+
 DEFAULT_CACHE_DIR = REPO_ROOT / "outputs" / "study_cache"  # outputs/ is git-ignored: checkpoints never get committed
 DEFAULT_TASKS: tuple[str, ...] = ("synthetic_smile", "synthetic_weight", "synthetic_age")
 TASK_LABELS = {"synthetic_smile": "Smile", "synthetic_weight": "Weight", "synthetic_age": "Age"}
@@ -346,6 +349,7 @@ def run_study(variants: Sequence[Variant], scale: StudyScale, seeds: Sequence[in
     """
     import torch
     from accelerate import Accelerator
+
     from comface_hf.transfer import load_task_dataset
 
     if len(set(v.name for v in variants)) != len(variants):

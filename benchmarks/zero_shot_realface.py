@@ -30,15 +30,23 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from comface_hf.transfer.linear_probe import fit_ridge_probe, pair_features
-from comface_hf.synthesis.photographic import photographic
-from comface_hf.synthesis import EmbeddedFaceGenerator, alpha_grid
-from comface_hf.transfer import (
-    _backbone_features, build_change_model, load_task_dataset, row_transform, sample_task_pairs, write_run_outputs,
+from benchmarks.realface_table import (  # its tables and run names
+    DATASETS as TABLE_DATASETS,
 )
+from benchmarks.realface_table import _slug
+from comface_hf.pretraining.sources import to_model_input
+from comface_hf.synthesis import EmbeddedFaceGenerator, alpha_grid
+from comface_hf.synthesis.photographic import photographic
+from comface_hf.transfer import (
+    _backbone_features,
+    build_change_model,
+    load_task_dataset,
+    row_transform,
+    sample_task_pairs,
+    write_run_outputs,
+)
+from comface_hf.transfer.linear_probe import fit_ridge_probe, pair_features
 from comface_hf.transfer.metrics import compute_change_metrics
-from benchmarks.realface_table import DATASETS as TABLE_DATASETS, _slug  # its tables and run names
-from training.pretrain import to_model_input  # noqa: E402
 
 #: dataset: (transfer task, default folder, pairs per subject, the rendered attribute that stands for it); the task and
 #: folder are realface_table's, the pairs per subject its --pairs_per_subject default, so the pairs are its pairs.
@@ -63,9 +71,9 @@ def source_generator(source: str, image_size: int):
     if source == "embedded":
         return EmbeddedFaceGenerator(image_size=image_size)  # the pretraining's generator (seed 0, default renderer)
     if source == "dcgan":
+        from comface_hf.pretraining.presets import DCGAN_DIRECTIONS
         from comface_hf.synthesis.dcgan import load_gan_face_generate
         from comface_hf.synthesis.latent_edit import LatentEditGenerator
-        from training.pretrain import DCGAN_DIRECTIONS
 
         return LatentEditGenerator(load_gan_face_generate(), DCGAN_DIRECTIONS, image_size=image_size)
     raise ValueError(f"--synthetic_source must be one of {', '.join(SOURCES)}, got {source!r}")

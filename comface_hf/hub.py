@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
@@ -18,6 +19,29 @@ from typing import Optional, Union
 _CARD_MODEL_ID = re.compile(r'ComFaceModel\.from_pretrained\("([^"\n]+)"\)')
 #: Never uploaded: half-written files of an interrupted atomic write (``.<name>.tmp``).
 IGNORED = ["*.tmp"]
+#: ``config.generator_spec`` fields that hold local paths (a latent-edit generator's network and boundaries): the
+#: local copy keeps them so ``comface calibrate`` can rebuild the generator; a push publishes the file names only.
+LOCAL_PATH_FIELDS = ("checkpoint", "directions_dir")
+
+
+def public_config(config: dict) -> Optional[dict]:
+    """``config`` with the local paths in its ``generator_spec`` (one spec or a list) cut to their file names, or
+    None when there is nothing to cut (the config goes up as it is)."""
+    specs = config.get("generator_spec")
+    items = specs if isinstance(specs, list) else [specs] if isinstance(specs, dict) else []
+    changed = False
+    public = []
+    for spec in items:
+        spec = dict(spec)
+        for key in LOCAL_PATH_FIELDS:
+            value = spec.get(key)
+            if isinstance(value, str) and Path(value).name != value:
+                spec[key] = Path(value).name
+                changed = True
+        public.append(spec)
+    if not changed:
+        return None
+    return {**config, "generator_spec": public if isinstance(specs, list) else public[0]}
 
 
 def set_card_model_id(folder: Union[str, os.PathLike], repo_id: str) -> bool:
@@ -72,17 +96,41 @@ def push_folder_to_hub(
         )
     full_id = create_hub_repo(repo_id, private=private, token=token)
     set_card_model_id(path, full_id)
-    HfApi(token=token).upload_folder(
-        repo_id=full_id,
-        folder_path=str(path),
-        repo_type="model",
-        commit_message=commit_message or f"Upload {path.name} (comface_hf)",
-        commit_description=commit_description,
-        revision=revision,
-        create_pr=create_pr,
-        ignore_patterns=IGNORED,
-    )
+    with tempfile.TemporaryDirectory() as staging:
+        upload_from = _without_local_paths(path, Path(staging))
+        HfApi(token=token).upload_folder(
+            repo_id=full_id,
+            folder_path=str(upload_from),
+            repo_type="model",
+            commit_message=commit_message or f"Upload {path.name} (comface_hf)",
+            commit_description=commit_description,
+            revision=revision,
+            create_pr=create_pr,
+            ignore_patterns=IGNORED,
+        )
     return full_id
 
 
-__all__ = ["create_hub_repo", "push_folder_to_hub", "set_card_model_id"]
+def _without_local_paths(folder: Path, staging: Path) -> Path:
+    """``folder`` itself, or a linked copy in ``staging`` whose config.json names files instead of local paths."""
+    import json
+    import shutil
+
+    public = public_config(json.loads((folder / "config.json").read_text()))
+    if public is None:
+        return folder
+    copy = staging / folder.name
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)  # no second copy of the weights on disk when the file system allows
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns(*IGNORED), copy_function=link_or_copy)
+    (copy / "config.json").unlink()  # a link: write a new file, never through it into the local folder
+    (copy / "config.json").write_text(json.dumps(public, indent=2, sort_keys=True) + "\n")
+    return copy
+
+
+__all__ = ["create_hub_repo", "public_config", "push_folder_to_hub", "set_card_model_id"]

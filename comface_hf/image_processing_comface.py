@@ -7,6 +7,7 @@ import warnings
 from typing import Any, Optional, Union
 
 import numpy as np
+import PIL.Image
 import torch
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import PILImageResampling
@@ -145,7 +146,7 @@ class ComFaceImageProcessor(TorchvisionBackend):
         # their values unless they are aligned (so floats with do_rescale=False still work without alignment).
         image_list = [
             im if _is_url(im) else load_image(im) if isinstance(im, (str, os.PathLike, bytes, bytearray, dict))
-            or hasattr(im, "mode") else im
+            or isinstance(im, PIL.Image.Image) else im  # not hasattr(im, "mode"): torch.Tensor has a .mode() too
             for im in image_list
         ]
         if align != "none":

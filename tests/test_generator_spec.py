@@ -98,7 +98,7 @@ def test_saved_model_carries_the_spec_and_calibrate_rebuilds_it_without_asking(t
 
 
 def test_to_model_input_is_the_processor_normalisation():
-    from training.pretrain import to_model_input
+    from comface_hf.pretraining.sources import to_model_input
 
     processor = ComFaceImageProcessor(crop_size=32)
     g = torch.Generator().manual_seed(0)
@@ -106,11 +106,11 @@ def test_to_model_input_is_the_processor_normalisation():
     trained_on = to_model_input(images, processor)
     assert torch.equal(trained_on, (images - 0.5) / 0.5)  # what pretraining fed before (bit for bit)
     hwc = [image.permute(1, 2, 0).numpy() for image in images]  # float photos as arrays, already [0, 1]
-    seen = processor(hwc, do_rescale=False, align=False, do_resize=False, do_center_crop=False,
+    seen = processor(hwc, do_rescale=False, align="none", do_resize=False, do_center_crop=False,
                      return_tensors="pt")["pixel_values"]
     assert torch.equal(seen, trained_on)
     as_uint8 = (images * 255).round().to(torch.uint8)  # a photo's path: rescale and normalise fused by the backend
-    from_photo = processor(list(as_uint8), align=False, do_resize=False, do_center_crop=False,
+    from_photo = processor(list(as_uint8), align="none", do_resize=False, do_center_crop=False,
                            return_tensors="pt")["pixel_values"]
     assert torch.allclose(from_photo, to_model_input(as_uint8.float() / 255, processor), atol=1e-6)
 

@@ -167,3 +167,22 @@ def test_trainer_push_uploads_the_whole_trained_folder(tmp_path):
     assert _card_ids(card) == {"test-user/comface-tiny"}, _card_ids(card)
     assert "**Same-person check**" in card and "test_resnet" in card
     assert "https://huggingface.co/test-user/comface-tiny" in result.stdout
+
+
+def test_push_publishes_generator_file_names_not_local_paths(fake_hub, tiny_config, tmp_path):
+    # A latent-edit run records its network and boundaries by local path (calibration rebuilds the generator from
+    # them); the pushed config names the files only, and the local folder keeps its paths.
+    folder = tmp_path / "model"
+    tiny_config.generator_spec = [{"generator": "latent-edit", "checkpoint": str(tmp_path / "nets" / "G.pkl"),
+                                   "directions_dir": str(tmp_path / "dirs" / "ffhq"), "latent_space": "z"},
+                                  {"generator": "embedded", "checkpoint": None}]
+    ComFaceModel(tiny_config).save_pretrained(folder)
+    push_folder_to_hub(folder, "comface-gan")
+    pushed = json.loads((Path(fake_hub[0]["copy"]) / "config.json").read_text())
+    assert pushed["generator_spec"][0]["checkpoint"] == "G.pkl"
+    assert pushed["generator_spec"][0]["directions_dir"] == "ffhq"
+    assert pushed["generator_spec"][1] == {"generator": "embedded", "checkpoint": None}
+    assert str(tmp_path) not in (Path(fake_hub[0]["copy"]) / "config.json").read_text()
+    local = json.loads((folder / "config.json").read_text())
+    assert local["generator_spec"][0]["checkpoint"] == str(tmp_path / "nets" / "G.pkl")
+    assert {p.name for p in Path(fake_hub[0]["copy"]).iterdir()} == {p.name for p in folder.iterdir()}

@@ -56,3 +56,18 @@ def test_unreadable_inputs_are_named():
         processor(np.zeros((4, 5, 6, 7), np.uint8), return_tensors="pt")
     with pytest.raises(FileNotFoundError, match="not an image at all"):
         processor("not an image at all", return_tensors="pt")
+
+
+def test_float_tensors_keep_their_values_with_do_rescale_false():
+    # torch.Tensor has a .mode() method: a float tensor was once taken for a PIL image and re-read as 8-bit RGB,
+    # so floats in [0, 1] came out 255 times too large.
+    import torch
+
+    from comface_hf import ComFaceImageProcessor
+
+    processor = ComFaceImageProcessor(crop_size=16, align="none", do_normalize=False)
+    image = torch.rand(3, 16, 16)
+    from_tensor = processor([image], do_rescale=False, return_tensors="pt")["pixel_values"][0]
+    from_array = processor([image.permute(1, 2, 0).numpy()], do_rescale=False, return_tensors="pt")["pixel_values"][0]
+    assert from_tensor.dtype == torch.float32 and float(from_tensor.max()) <= 1.0
+    assert torch.allclose(from_tensor, from_array) and torch.allclose(from_tensor, image, atol=1e-6)

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from comface_hf.face_frame import CANONICAL_KEY_POINTS
-from comface_hf.synthesis.photographic import image_statistics, photographic
 from comface_hf.synthesis import EmbeddedFaceGenerator
+from comface_hf.synthesis.photographic import image_statistics, photographic
 
 
 def _pil(img: torch.Tensor) -> Image.Image:
@@ -125,7 +125,9 @@ def test_photographic_capture() -> None:
 
 
 def test_pretrain_presets_and_attributes() -> None:
-    from training.pretrain import PRESETS, _attribute_indices, parse_arguments
+    from comface_hf.pretraining.presets import PRESETS
+    from comface_hf.pretraining.sources import _attribute_indices
+    from training.pretrain import parse_arguments
 
     args = parse_arguments(["--preset", "cpu-hour"])
     assert args.image_size == 112 and args.photographic > 0 and args.renderer_version == "2.1.0"

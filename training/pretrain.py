@@ -56,6 +56,7 @@ from comface_hf.pretraining.presets import (  # noqa: E402, F401
     EMBEDDED_ATTRIBUTES_R1,
     PRESETS,
 )
+from comface_hf.pretraining.profiling import stage, write_profile  # noqa: E402
 from comface_hf.pretraining.sources import (  # noqa: E402, F401
     GeneratorPairs,
     _attribute_indices,
@@ -71,7 +72,6 @@ from training.checkpointing import (  # noqa: E402
     list_checkpoints,
     prune_checkpoints,
 )
-from training.profiling import stage, write_profile  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------------------

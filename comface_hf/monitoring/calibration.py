@@ -131,7 +131,7 @@ def calibrate_same_person(
     target_far: float = DEFAULT_TARGET_FAR,
     generator_seed: Optional[int] = None,
     seed: int = 0,
-    align: Any = False,
+    align: Any = "none",
     renderer_version: Optional[str] = None,
     generator_spec: Any = None,
 ) -> dict[str, Any]:
@@ -141,8 +141,9 @@ def calibrate_same_person(
         model: a ``ComFaceModel`` (it needs g).
         num_identities: unseen identities; half set the threshold, half measure the stored rates.
         target_far: false-accept rate the threshold is set for on the first half.
-        align: ``False`` feeds the renders as the model saw them in pretraining; ``True`` runs them through the
-            face aligner, as ``comface compare`` does with photos (slower: the detector runs on each render).
+        align: a word of ``ALIGN_MODES``: ``"none"`` feeds the renders as the model saw them in pretraining;
+            ``"auto"`` runs them through the face aligner, as ``comface compare`` does with photos (a missed render
+            is used whole; slower: the detector runs on each render). ``False`` / ``True`` are deprecated spellings.
         generator_spec: the generator to render with; default: the one recorded in ``model.config.generator_spec``
             by pretraining (its embedded renderer), else the embedded default. ``generator_seed`` and
             ``renderer_version``, when given, override the spec's.
@@ -150,6 +151,7 @@ def calibrate_same_person(
     Returns:
         the figures (threshold, far, frr, auc on the held-out half, and the same on the first half).
     """
+    from ..face_alignment import align_mode
     from ..face_comparison import FaceComparer
 
     if num_identities < 8:
@@ -158,7 +160,8 @@ def calibrate_same_person(
     spec = _calibration_spec(model, generator_spec, generator_seed, renderer_version)
     recorded = generator_spec is not None or getattr(model.config, "generator_spec", None) is not None
     was_training = model.training
-    comparer = FaceComparer(model, processor, align="auto" if align else False)  # a missed render is used whole
+    align = align_mode(align)
+    comparer = FaceComparer(model, processor, align=align)
     images, _ = render_identity_pairs(num_identities, int(model.config.image_size), seed=seed, generator_spec=spec)
     half = num_identities // 2
     g_fit, i_fit = similarities(comparer, images[:half])
@@ -174,7 +177,7 @@ def calibrate_same_person(
         f"{IDENTITY_OFFSET}), each rendered twice with random attribute edits; threshold set at FAR {target_far:g} on "
         f"{half} identities ({fit['impostor_pairs']} impostor pairs), rates measured on the other "
         f"{num_identities - half} ({held_out['genuine_pairs']} genuine, {held_out['impostor_pairs']} impostor pairs)"
-        f"{', aligned by the face detector' if align else ', renders as the model saw them'}"
+        f"{', renders as the model saw them' if align == 'none' else f', aligned by the face detector ({align})'}"
     )
     model.config.same_person_threshold = round(threshold, 6)
     model.config.same_person_far = round(held_out["far"], 6)
@@ -198,7 +201,7 @@ def calibrate_folder(folder: str, out: Optional[str] = None, **kwargs: Any) -> d
 
     from ..face_comparison import FaceComparer
 
-    comparer = FaceComparer.from_pretrained(folder, align=False)
+    comparer = FaceComparer.from_pretrained(folder, align="none")
     target = Path(out) if out else Path(folder)
     if out:
         if target.exists():

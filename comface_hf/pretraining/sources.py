@@ -13,13 +13,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from training.profiling import stage
-
 from ..image_processing_comface import ComFaceImageProcessor
 from ..synthesis.spec import GeneratorSpec, build_generator
 from .augment import augment_batch, step_generator
 from .generators import build_stream_generator, embedded_spec, uses_generator_specs
 from .pairs import CorpusPairSampler, StreamingPairSampler, split_identities
+from .profiling import stage
 
 
 class StreamingPairs:
