@@ -128,7 +128,7 @@ def test_comparer_and_pipeline_align_through_align_face(spy, photo, model, tmp_p
 
 
 def test_transfer_rows_align_through_align_face(spy, photo) -> None:
-    from comface_hf.transfer.fold import RowTransform
+    from comface_hf.transfer.inputs import RowTransform
     from comface_hf.transfer.models import ChangeModelSpec
 
     spec = ChangeModelSpec(None, SIZE, [0.5] * 3, [0.5] * 3, "scratch", "test")

@@ -18,19 +18,50 @@ Augmentation: the paper does not describe downstream augmentation, so none is ap
 applies the pretraining SimCLR augmentation (:func:`comface_hf.pretraining.augment.augment_batch`) to x and y independently
 during training only (colour, crop and flip do not change expression, weight or age).
 
-Modules, in pipeline order: :mod:`.tasks` (task tables, pairs, folds), :mod:`.models` (a change model from any init,
-peers and fusion), :mod:`.fold` (one fold: linear head or fine-tuning), :mod:`.protocol` (all folds, outputs, the
-zero-shot row, the saved estimator). Everything is importable from ``comface_hf.transfer``.
+Modules, in pipeline order: :mod:`.schema` (a change task's columns), :mod:`.tasks` (task tables),
+:mod:`.pairs` (same-subject pairs, subject-disjoint folds, the pair Dataset), :mod:`.synthetic_task` (rendered
+stand-in tasks), :mod:`.models` (a change model from any init, peers and fusion), :mod:`.settings` (the protocol's
+options), :mod:`.inputs` (rows to model inputs and features), :mod:`.linear_probe` (the exact ridge head and its
+grouped CV), :mod:`.fold` (one fold: linear head or fine-tuning), :mod:`.protocol` (all folds, outputs, the zero-shot
+row, the saved estimator), :mod:`.metrics` (MAE, Pearson, direction accuracy: the one definition), :mod:`.reports`
+(tables and plots). Everything is importable from ``comface_hf.transfer``.
 """
 
-from .fold import (
-    DEFAULT_EPOCHS, DEFAULT_LR, HEAD_INITS, LINEAR_SELECTIONS, LINEAR_SOLVERS, FoldResult, RowTransform, TransferSettings,
-    _backbone_features, _RowTensors, row_transform, run_fold, write_ridge_head,
+from .fold import FoldResult, run_fold, write_ridge_head
+from .inputs import RowTransform, _backbone_features, _RowTensors, row_transform
+from .models import (
+    DEFAULT_SCRATCH_IMAGE_SIZE,
+    DEFAULT_TIMM_IMAGE_SIZE,
+    INIT_FORMS,
+    ChangeModelSpec,
+    build_change_model,
 )
-from .models import DEFAULT_SCRATCH_IMAGE_SIZE, DEFAULT_TIMM_IMAGE_SIZE, INIT_FORMS, ChangeModelSpec, build_change_model
-from .protocol import METRIC_NAMES, aggregate, fit_change_estimator, run_protocol, run_zero_shot, write_run_outputs
+from .protocol import (
+    METRIC_NAMES,
+    aggregate,
+    fit_change_estimator,
+    run_protocol,
+    run_zero_shot,
+    write_run_outputs,
+)
+from .settings import (
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    HEAD_INITS,
+    LINEAR_SELECTIONS,
+    LINEAR_SOLVERS,
+    TransferSettings,
+)
 from .tasks import (
-    ALIGN_MODES, MODES, TASK_UNITS, TASKS, TaskData, check_choice, load_task_dataset, make_folds, sample_task_pairs,
+    ALIGN_MODES,
+    MODES,
+    TASK_UNITS,
+    TASKS,
+    TaskData,
+    check_choice,
+    load_task_dataset,
+    make_folds,
+    sample_task_pairs,
 )
 
 __all__ = [

@@ -16,16 +16,24 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .linear_probe import fit_ridge_probe_cv
 from ..peers import PEERS
-from .pairs import ChangePair, pairs_for_subjects, save_pairs
+from .fold import pair_design, run_fold, write_ridge_head
+from .inputs import _backbone_features, _RowTensors, row_transform
+from .linear_probe import fit_ridge_probe_cv
 from .metrics import compute_change_metrics, load_change_metrics
-from .fold import (
-    TransferSettings, _backbone_features, _RowTensors, pair_design, row_transform, run_fold, write_ridge_head,
-)
 from .models import _peer_spec, build_change_model
+from .pairs import ChangePair, pairs_for_subjects, save_pairs
+from .settings import TransferSettings
 from .tasks import (
-    ALIGN_MODES, MODES, TASK_UNITS, TASKS, TaskData, check_choice, load_task_dataset, make_folds, sample_task_pairs,
+    ALIGN_MODES,
+    MODES,
+    TASK_UNITS,
+    TASKS,
+    TaskData,
+    check_choice,
+    load_task_dataset,
+    make_folds,
+    sample_task_pairs,
 )
 
 METRIC_NAMES: tuple[str, ...] = ("mae", "pearson", "direction_accuracy")
