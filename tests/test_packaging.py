@@ -62,3 +62,22 @@ def test_moved_module_paths_still_import_with_a_warning() -> None:
     for name, targets in MOVED.items():  # every target exists, so no alias points nowhere
         for target in targets:
             importlib.import_module(target)
+
+
+def test_readme_pipeline_table_names_files_that_exist() -> None:
+    # The pipeline table is how a newcomer finds a stage's file: every path it names must be there.
+    import re
+
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("## The pipeline"):text.index("## Real photos in")]
+    named = set()
+    for cell in re.findall(r"`([^`]+)`", table):
+        if re.fullmatch(r"[\w./{},-]+/[\w./{},-]*", cell) and not cell.startswith("python"):
+            base, _, alternatives = cell.partition("{")
+            for part in (alternatives.rstrip("}").split(",") if alternatives else [""]):
+                named.add(base + part.split("}")[0])
+    assert len(named) >= 10
+    missing = sorted(p for p in named if not (REPO / p.rstrip("/")).exists())
+    assert not missing, f"README's pipeline table names paths that do not exist: {missing}"
+    for short in re.findall(r"`(\w+\.py)`", table):  # bare file names must exist somewhere in the package
+        assert list(REPO.glob(f"**/{short}")), short
