@@ -136,3 +136,29 @@ def test_the_labelled_set_is_cached_and_rebuilt_only_for_another_configuration(t
     assert labeller.calls > calls + 2
     with pytest.raises(ComFaceInputError, match="no direction for"):
         pv.probe_set_for(G, {"age": np.eye(8)[0]}, CONFIG, labeller=labeller, **kw)
+
+
+def test_pretrain_validation_probe_prints_and_records_the_probe_validation(tmp_path, monkeypatch, capsys):
+    import json
+
+    from training.pretrain import main, parse_arguments
+
+    G = TinyGenerator().eval().requires_grad_(False)
+    monkeypatch.setattr(pv, "load_probe_generator", lambda: (G, DIRECTIONS))
+    real = pv.probe_set_for
+    monkeypatch.setattr(pv, "probe_set_for", lambda G, d, config, cache_dir, labeller, shipped, log: real(
+        G, d, CONFIG, cache_dir, FakeLabeller(), None, log))
+    monkeypatch.setenv("COMFACE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    main(["--backbone", "test_resnet", "--image_size", "32", "--num_identities", "40", "--attributes", "weight,age",
+          "--projection_hidden_size", "32", "--projection_dim", "16", "--global_batch_size", "16",
+          "--samples_per_epoch", "32", "--num_epochs", "1", "--validation_pairs", "16", "--report_to", "none",
+          "--num_workers", "0", "--validation", "probe", "--output_dir", str(out)])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"probe_age_pearson", "probe_smile_pearson", "probe_seconds", "val_pearson"} <= set(metrics)
+    assert np.isfinite(metrics["probe_age_pearson"])
+    printed = capsys.readouterr().out
+    assert "Probe validation" in printed and "age r=" in printed and "smile r=" in printed
+    assert parse_arguments([]).validation == "synthetic"  # the embedded default is untouched
+    with pytest.raises(SystemExit):
+        parse_arguments(["--validation", "real"])

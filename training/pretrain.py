@@ -137,6 +137,11 @@ class PretrainArguments:
     profile_steps: int = field(default=0, metadata={"help": "Profile this many optimiser steps after one warm-up step "
                                "and write <output_dir>/profile/ (time per step in each stage, top operators, Chrome "
                                "trace; training/profiling.py). 0: off."})
+    # --- probe validation (issue 24; comface_hf/pretraining/validation.py) ---
+    validation: str = field(default="synthetic", metadata={"help": "synthetic (val_pearson etc. on held-out generated "
+                            "identities, every epoch) or probe (also, after the final save, the probe validation: a "
+                            "ridge probe of f's features on measured changes of held-out DCGAN faces)."})
+    # --- end probe validation ---
 
 
 # Renderer 1.1.0's attributes whose +-5 edit changes the mean pixel value by at least ~0.9% at 64 px (mean
@@ -225,6 +230,8 @@ def parse_arguments(argv: Optional[list[str]] = None) -> PretrainArguments:
                           ("data_source", ("stream", "corpus")), ("method", ("comface", "facecycle"))):
         if getattr(args, name) not in allowed:
             parser.error(f"--{name} must be one of {', '.join(allowed)}, got {getattr(args, name)!r}")
+    if args.validation not in ("synthetic", "probe"):  # probe validation (issue 24)
+        parser.error(f"--validation must be synthetic or probe, got {args.validation!r}")
     if args.profile_steps < 0:
         parser.error(f"--profile_steps must be >= 0 (0: no profile), got {args.profile_steps}")
     if not args.craniofacial_growth and args.renderer_version == "1.1.0":
@@ -830,6 +837,12 @@ def main(argv: Optional[list[str]] = None) -> Path:
         from comface_hf.monitoring.calibration import finish_model_folder
         finish_model_folder(str(final_dir), generator_seed=args.generator_seed, renderer_version=args.renderer_version,
                             num_identities=max(8, min(200, args.num_identities)))
+    # --- probe validation (issue 24; comface_hf/pretraining/validation.py) ---
+    if args.validation == "probe" and accelerator.is_main_process and isinstance(unwrapped, ComFaceModel):
+        from comface_hf.pretraining.validation import trainer_probe_validation
+
+        metrics.update(trainer_probe_validation(unwrapped, args.image_size, processor.image_mean, processor.image_std))
+    # --- end probe validation ---
     if args.debug_dump_dir:
         digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in unwrapped.state_dict().values())).hexdigest()
         Path(args.debug_dump_dir).mkdir(parents=True, exist_ok=True)
@@ -850,6 +863,10 @@ def main(argv: Optional[list[str]] = None) -> Path:
         lines = [
             "Validation on held-out identities: "
             + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("val_")),
+            *(["Probe validation (ridge probe of f on measured changes of held-out DCGAN faces, grouped CV; "
+               "README): " + ", ".join(f"{k[6:-8]} r={v:.3f}" for k, v in metrics.items()
+                                      if k.startswith("probe_") and k.endswith("_pearson"))]
+              if "probe_seconds" in metrics else []),  # probe validation (issue 24)
             f"Model saved to {final_dir.resolve()}",
             "Load it with:",
             f"  from comface_hf import {name}",
