@@ -271,10 +271,11 @@ def backbone_features(backbone: Callable[[torch.Tensor], torch.Tensor], images: 
 
 def probe_scores(features: np.ndarray, probe_set: ProbeSet, names: Optional[Sequence[str]] = None,
                  folds: int = OUTER_FOLDS, pair_seed: int = 0, metrics: Optional[Mapping] = None,
-                 inner_folds: int = INNER_FOLDS) -> dict[str, dict]:
+                 inner_folds: int = INNER_FOLDS, predictions: Optional[dict] = None) -> dict[str, dict]:
     """Per measured attribute: outer grouped CV over identities of the protocol's ridge probe (its penalty and scaling
     by grouped CV inside each training part). ``{name: {pearson, pearson_sd, mae, direction_accuracy, pooled_pearson,
-    pairs, identities}}`` (fold means; ``pooled_pearson`` over all held-out predictions together)."""
+    pairs, identities}}`` (fold means; ``pooled_pearson`` over all held-out predictions together). ``predictions``, when
+    given, receives ``{name: (held-out prediction [N], label [N], identity [N])}``."""
     import warnings
 
     from sklearn.model_selection import GroupKFold
@@ -299,6 +300,8 @@ def probe_scores(features: np.ndarray, probe_set: ProbeSet, names: Optional[Sequ
                 probe = fit_ridge_probe_cv(x[train], y[train], groups[train], n_splits=inner_folds)
             pred[test] = probe.predict(x[test])
             per_fold.append(compute_change_metrics(pred[test], y[test], metrics))
+        if predictions is not None:
+            predictions[name] = (pred, y, groups)
         pearsons = np.array([m["pearson"] for m in per_fold], dtype=np.float64)
         out[name] = {
             "pearson": float(np.nanmean(pearsons)), "pearson_sd": float(np.nanstd(pearsons, ddof=1)),
@@ -336,7 +339,8 @@ def probe_validation(backbone: Callable[[torch.Tensor], torch.Tensor], image_mea
                      generator: Any = None, directions: Optional[Mapping[str, Any]] = None,
                      labeller: Optional[Callable] = None, shipped: Optional[str | Path] = SHIPPED_SET,
                      log: Callable[[str], None] = print, probe_set: Optional[ProbeSet] = None,
-                     images: Optional[torch.Tensor] = None, names: Optional[Sequence[str]] = None) -> dict[str, Any]:
+                     images: Optional[torch.Tensor] = None, names: Optional[Sequence[str]] = None,
+                     predictions: Optional[dict] = None) -> dict[str, Any]:
     """The probe validation of ``backbone`` (f: normalised images -> features); see the module docstring.
 
     Returns ``{"scores": {label: {...}}, "seconds": ..., "set": meta}``; pass ``probe_set`` / ``images`` to score
@@ -350,7 +354,7 @@ def probe_validation(backbone: Callable[[torch.Tensor], torch.Tensor], image_mea
         dirs = direction_matrix(directions, tuple(probe_set.meta["config"]["directions"]))
         images = render(generator, dirs, probe_set.identity, probe_set.alphas, probe_set.meta["config"]["seed"])
     features = backbone_features(backbone, images, image_mean, image_std, image_size)
-    scores = probe_scores(features, probe_set, names)
+    scores = probe_scores(features, probe_set, names, predictions=predictions)
     return {"scores": scores, "seconds": round(time.time() - t0, 1), "set": probe_set.meta}
 
 
