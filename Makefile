@@ -1,5 +1,5 @@
 # Two commands for a fresh machine (Python 3.11):
-#   make pretrain   sets up .venv and runs the embedded-default pretraining
+#   make pretrain   sets up .venv and runs the default pretraining (DCGAN + renderer mix, issue 24)
 #   make test       sets up .venv and runs the test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -22,9 +22,12 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-# The README's main job: `accelerate launch training/pretrain.py` on the embedded default.
+# The README's main job: the DCGAN + renderer mix, the source that transfers best to real faces (issue 24; BENCHMARKS.md,
+# "A validation that tracks transfer?"), with the probe validation printed at the end. The embedded renderer alone (the
+# earlier default) is `accelerate launch training/pretrain.py`. DigiFace-1M terms: non-commercial research only.
 pretrain: $(BIN)/.installed
-	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no training/pretrain.py --overwrite_output_dir
+	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no training/pretrain.py --overwrite_output_dir \
+		--preset dcgan-mix --validation probe
 
 # The demo page test (tests/test_demo_browser.py) drives Debian's chromium + chromedriver; installed here when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

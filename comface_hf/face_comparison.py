@@ -199,7 +199,8 @@ def resolve_model_folder(path: str) -> str:
     if not looks_like_repo:
         raise FileNotFoundError(
             f"model folder {path!r} does not exist; train one with `accelerate launch training/pretrain.py` "
-            "(it writes outputs/comface-embedded/model), fit one with `training/transfer.py --save_model DIR`, or "
+            "(it writes outputs/comface-embedded/model; `make pretrain` writes outputs/comface-dcgan-mix/model), fit "
+            "one with `training/transfer.py --save_model DIR`, or "
             "pass a Hub repo id (user/name)"
         )
     from huggingface_hub import snapshot_download

@@ -127,6 +127,23 @@ def test_dcgan_preset_uses_the_shipped_directions():
     assert all(report["attributes"][n]["heldout_pearson"] > 0.2 for n in names)  # each was found, not guessed
 
 
+def test_dcgan_mix_preset_is_the_dcgan_preset_plus_the_shipped_mix():
+    # `make pretrain` runs --preset dcgan-mix: the arguments the measured mix run passed by hand, from files that ship.
+    import dataclasses
+    import pathlib
+
+    from comface_hf.pretraining.generators import generator_specs
+    from training.pretrain import parse_arguments
+
+    mix = dataclasses.asdict(parse_arguments(["--preset", "dcgan-mix"]))
+    by_hand = dataclasses.asdict(parse_arguments(["--preset", "dcgan", "--generators_file", mix["generators_file"]]))
+    assert {k for k in mix if mix[k] != by_hand[k]} == {"preset", "output_dir"}  # outputs/comface-<preset>
+    specs = generator_specs(parse_arguments(["--preset", "dcgan-mix"]))
+    assert [s.generator for s in specs] == ["latent-edit", "embedded"]
+    assert pathlib.Path(specs[0].directions_dir).resolve() == pathlib.Path(mix["directions_dir"]).resolve()
+    assert "/benchmarks/" not in mix["generators_file"]  # the default run needs nothing outside the package
+
+
 # ------------------------------------------------------------------------------------------------ labels
 def _face68() -> np.ndarray:
     """A plausible frontal iBUG-68 layout (unit IOD-ish scale): jaw arc, brows, nose, eyes, lips."""

@@ -79,7 +79,8 @@ from training.checkpointing import (  # noqa: E402
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class PretrainArguments:
-    preset: str = field(default="embedded", metadata={"help": "embedded (default, CPU minutes), cpu-hour or paper."})
+    preset: str = field(default="embedded", metadata={"help": "embedded (default, CPU minutes), dcgan, dcgan-mix "
+                        "(`make pretrain`), cpu-hour or paper."})
     method: str = field(default="comface", metadata={"help": "comface, or facecycle (the baseline, same pipeline)."})
     config_file: Optional[str] = field(default=None, metadata={"help": "JSON file of arguments; CLI flags win."})
     output_dir: Optional[str] = field(default=None, metadata={"help": "Default: outputs/<method>-<preset>."})
@@ -165,7 +166,10 @@ class PretrainArguments:
     debug_dump_dir: Optional[str] = field(default=None, metadata={"help": "Tests: per-process pairs and weights."})
     profile_steps: int = field(default=0, metadata={"help": "Profile this many optimiser steps after one warm-up step "
                                "and write <output_dir>/profile/ (time per step in each stage, top operators, Chrome "
-                               "trace; training/profiling.py). 0: off."})
+                               "trace; comface_hf/pretraining/profiling.py). 0: off."})
+    validation: str = field(default="synthetic", metadata={"help": "synthetic (val_pearson etc. on held-out generated "
+                            "identities, every epoch) or probe (also, after the final save, the probe validation: a "
+                            "ridge probe of f's features on measured changes of held-out DCGAN faces)."})
 
 
 def parse_arguments(argv: Optional[list[str]] = None) -> PretrainArguments:
@@ -193,6 +197,11 @@ def parse_arguments(argv: Optional[list[str]] = None) -> PretrainArguments:
                           ("data_source", ("stream", "corpus")), ("method", tuple(METHODS))):
         if getattr(args, name) not in allowed:
             parser.error(f"--{name} must be one of {', '.join(allowed)}, got {getattr(args, name)!r}")
+    if args.validation not in ("synthetic", "probe"):  # probe validation (issue 24)
+        parser.error(f"--validation must be synthetic or probe, got {args.validation!r}")
+    if args.validation == "probe" and not METHODS[args.method].has_probe_validation:
+        parser.error(f"--validation probe probes ComFace's backbone f; --method {args.method} has none: use "
+                     "--validation synthetic")
     if args.profile_steps < 0:
         parser.error(f"--profile_steps must be >= 0 (0: no profile), got {args.profile_steps}")
     if not args.craniofacial_growth and args.renderer_version == "1.1.0":
@@ -439,6 +448,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
             processor.save_pretrained(tmp)
     if accelerator.is_main_process:
         method.finish(final_dir)  # ComFace: same-person threshold + pipeline files (issue 15)
+        metrics.update(method.final_validation(unwrapped, processor))  # --validation probe (issue 24)
     if args.debug_dump_dir:
         digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in unwrapped.state_dict().values())).hexdigest()
         Path(args.debug_dump_dir).mkdir(parents=True, exist_ok=True)
@@ -458,6 +468,10 @@ def main(argv: Optional[list[str]] = None) -> Path:
         lines = [
             "Validation on held-out identities: "
             + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("val_")),
+            *(["Probe validation (ridge probe of f on measured changes of held-out DCGAN faces, grouped CV; "
+               "README): " + ", ".join(f"{k[6:-8]} r={v:.3f}" for k, v in metrics.items()
+                                      if k.startswith("probe_") and k.endswith("_pearson"))]
+              if "probe_seconds" in metrics else []),  # probe validation (issue 24)
             f"Model saved to {final_dir.resolve()}",
             *method.load_hint(final_dir.resolve()),
         ]

@@ -1,6 +1,6 @@
 """Transfer a pretrained face model to a downstream change-estimation task (paper Sec. 3.4, 4.2-4.3).
 
-    accelerate launch training/transfer.py --task synthetic_smile --init outputs/comface-embedded/model --mode linear
+    accelerate launch training/transfer.py --task synthetic_smile --init outputs/comface-dcgan-mix/model --mode linear
     accelerate launch training/transfer.py --task synthetic_smile --init scratch --backbone resnet18 --mode finetune
     accelerate launch training/transfer.py --task disfa_au12 --data_dir /data/DISFA --init <folder> --mode finetune
     accelerate launch training/transfer.py --task fgnet --data_dir /data/FGNET --init timm:resnet50:/w/resnet50.safetensors \

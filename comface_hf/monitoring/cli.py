@@ -1,8 +1,8 @@
 """The ``comface`` command: ``compare`` two photos, ``track`` a series, ``calibrate`` the same-person check,
 ``directions`` (attribute boundaries of a generator, InterFaceGAN's procedure).
 
-    comface compare before.jpg after.jpg --model outputs/comface-embedded/model [--json] [--out pair.png]
-    comface track photos/ --model outputs/comface-embedded/model [--baseline photos/first.jpg] [--out-dir track]
+    comface compare before.jpg after.jpg --model outputs/comface-dcgan-mix/model [--json] [--out pair.png]
+    comface track photos/ --model outputs/comface-dcgan-mix/model [--baseline photos/first.jpg] [--out-dir track]
     comface calibrate outputs/comface-embedded/model [--out calibrated-model] [--num-identities 200]
     comface directions --loader gan-face-generate --out directions/dcgan [--samples 2500]
 

@@ -30,6 +30,8 @@ class PretrainingMethod:
     loss_terms: tuple[str, ...] = ()
     #: The saved model's class, named in the lines printed after saving.
     model_class_name: str = ""
+    #: Whether ``--validation probe`` applies (a backbone f whose features a ridge probe can read).
+    has_probe_validation: bool = False
 
     def __init__(self, args: Any):
         self.args = args
@@ -57,6 +59,10 @@ class PretrainingMethod:
     def finish(self, folder: Path) -> None:
         """After the folder is written (main process only)."""
 
+    def final_validation(self, model, processor) -> dict[str, float]:
+        """Metrics measured once after the final save (main process only); none by default."""
+        return {}
+
     def load_hint(self, folder: Path) -> list[str]:
         """Lines the run prints after saving: how to load the result."""
         name = self.model_class_name
@@ -81,6 +87,7 @@ class ComFaceMethod(PretrainingMethod):
     name = "comface"
     loss_terms = ("inter_personal_loss", "intra_personal_loss")
     model_class_name = "ComFaceModel"
+    has_probe_validation = True
 
     @property
     def find_unused_parameters(self) -> bool:
@@ -144,6 +151,15 @@ class ComFaceMethod(PretrainingMethod):
 
         spec = embedded_spec_for(run_generator_specs(self.args) or [run_spec(self.args)])
         finish_model_folder(str(folder), generator_spec=spec, num_identities=max(8, min(200, self.args.num_identities)))
+
+    def final_validation(self, model, processor):
+        """``--validation probe`` (issue 24): a ridge probe of f on measured changes of held-out DCGAN faces
+        (:mod:`comface_hf.pretraining.validation`); ``probe_<label>_pearson`` and its spread over folds."""
+        if self.args.validation != "probe":
+            return {}
+        from .validation import trainer_probe_validation
+
+        return trainer_probe_validation(model, self.args.image_size, processor.image_mean, processor.image_std)
 
     def load_hint(self, folder):
         return super().load_hint(folder) + [

@@ -27,6 +27,9 @@ EMBEDDED_ATTRIBUTES = (
 DCGAN_DIRECTIONS = str(Path(__file__).resolve().parents[1] / "synthesis" / "dcgan_directions")
 DCGAN_ATTRIBUTES = "age,smile,mouth_open,weight,brow_raise,eye_open"
 
+#: The generators of the `dcgan-mix` preset (a --generators_file shipped with the package).
+DCGAN_MIX_GENERATORS = str(Path(__file__).resolve().parent / "generators_dcgan_mix.json")
+
 PRESETS: dict[str, dict] = {
     # A fresh 2-core CPU: ResNet18 at 64 px on pairs streamed from the embedded generator, 6 short epochs of 1536
     # pairs (curriculum S = 10, 5, 3.3, 2.5 scaled to them), validated on 256 pairs and saved within 10 minutes.
@@ -40,6 +43,11 @@ PRESETS: dict[str, dict] = {
               "latent_space": "z",  # the DCGAN has no mapping network: its boundaries are z boundaries
               "attributes": DCGAN_ATTRIBUTES, "num_epochs": 6, "samples_per_epoch": 1536, "validation_pairs": 256,
               "photographic": 1.0},
+    # `make pretrain`'s default (issue 24): the DCGAN preset's recipe on a mix of the DCGAN (its six directions) and
+    # the embedded renderer (six attributes), the source that transferred best to real faces (BENCHMARKS.md).
+    "dcgan-mix": {"generator": "latent-edit", "generator_loader": "gan-face-generate", "directions_dir": DCGAN_DIRECTIONS,
+                  "latent_space": "z", "attributes": DCGAN_ATTRIBUTES, "num_epochs": 6, "samples_per_epoch": 1536,
+                  "validation_pairs": 256, "photographic": 1.0, "generators_file": DCGAN_MIX_GENERATORS},
     # Under an hour on the 2 CPU cores (47 min, data wait 0.4%, 2026-11-28): the reference checkpoint for real-face
     # evidence. 112 px (ResNet18 costs ~3x per image of 64 px), 12 epochs of 2048 pairs (2.7x the embedded preset's).
     "cpu-hour": {"attributes": EMBEDDED_ATTRIBUTES, "image_size": 112, "num_epochs": 12, "samples_per_epoch": 2048,
