@@ -68,7 +68,7 @@ def test_demo_page_in_headless_chromium(tmp_path):
     finally:
         page.close()
     assert "Change:" in text and "alpha units" in text, text
-    assert "Distance" in text and "1.0% false accepts" in text, text
+    assert "Distance" in text and "accepts 1.0% of different people" in text, text
     assert "Same person: no - they look like different people" in text, text
     assert f"similarity {similarity:.3f}" in text, text
     assert shot.stat().st_size > 10_000

@@ -39,9 +39,9 @@ def make_sample_sheet(
             columns) instead of one row per (attribute, identity).
     """
     if generator is None:
-        from .renderer import EmbeddedFaceGenerator
+        from .spec import GeneratorSpec, build_generator
 
-        generator = EmbeddedFaceGenerator(image_size=image_size, seed=seed)
+        generator = build_generator(GeneratorSpec(image_size=image_size, seed=seed))
     names = list(generator.attribute_names) if attributes == "all" else (
         [a.strip() for a in attributes.split(",")] if isinstance(attributes, str) else list(attributes)
     )
@@ -90,9 +90,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     a = p.parse_args(argv)
     generator = None
     if a.renderer_version:
-        from .renderer import EmbeddedFaceGenerator
+        from .spec import GeneratorSpec, build_generator
 
-        generator = EmbeddedFaceGenerator(image_size=a.image_size, seed=a.seed, renderer_version=a.renderer_version)
+        generator = build_generator(GeneratorSpec(image_size=a.image_size, seed=a.seed,
+                                                  renderer_version=a.renderer_version))
     sheet = make_sample_sheet(a.attribute, a.identities, [float(x) for x in a.alphas.split(",")], a.image_size, a.seed,
                               generator=generator, one_row_per_attribute=a.one_row_per_attribute)
     sheet.save(a.out)
