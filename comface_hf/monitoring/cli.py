@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", help="write a calibrated copy here instead of updating the folder's config.json")
     sub.add_argument("--num-identities", type=int, default=200)
     sub.add_argument("--target-far", type=float, default=0.01)
-    sub.add_argument("--align", action="store_true", help="run the renders through the face aligner first")
+    sub.add_argument("--align", action="store_true", help="run the renders through the face aligner first "
+                                                        "(align='auto': a missed render is used whole)")
     sub.add_argument("--renderer-version", help="the embedded renderer to calibrate with (default: the one the model's "
                                                "config.json records, else the current one)")
     from ..synthesis import directions
@@ -92,7 +93,7 @@ def main(argv: Optional[list[str]] = None):
     from .calibration import finish_model_folder
 
     figures = finish_model_folder(args.model, args.out, num_identities=args.num_identities, target_far=args.target_far,
-                               align=args.align, renderer_version=args.renderer_version)
+                                  align="auto" if args.align else "none", renderer_version=args.renderer_version)
     print(json.dumps({k: v for k, v in figures.items() if k != "fit"}, indent=2))
     return figures
 
