@@ -49,6 +49,7 @@ TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "realface_dcgan": {
         "realface_dcgan": (("Scratch (resnet18)", "ComFace renderer (main job)"), ()),
         "realface_dcgan_zeroshot": ((), ()),
+        "realface_dcgan_ft": (("Scratch (resnet18)",), ()),
     },
     "realface": {  # "Real faces: linear and fine-tuning", the alignment table and the renderer ablations
         "realface": ((), ()),
