@@ -118,6 +118,17 @@ def test_dcgan_row():
            peers("jaffe", "ComFace (DCGAN preset)"), peers("jaffe", "ComFace (DCGAN + renderer mix)"))
 
 
+def test_dcgan_finetuned_row():
+    def corr(dataset: str, method: str) -> float:
+        return value("realface_dcgan.csv", "pearson_mean", source="realface_dcgan_ft", dataset=dataset, mode="finetune",
+                     method=method, seed="0")
+    preset, mix, scratch = "ComFace (DCGAN preset)", "ComFace (DCGAN + renderer mix)", "Scratch (resnet18)"
+    quoted("fine-tuned on photographic DCGAN pairs", "FG-NET {:.3f} (preset), {:.3f} (mix) vs scratch {:.3f}",
+           corr("fgnet", preset), corr("fgnet", mix), corr("fgnet", scratch))
+    quoted("fine-tuned on photographic DCGAN pairs", "JAFFE {:.3f} / {:.3f} vs scratch {:.3f}",
+           corr("jaffe", preset), corr("jaffe", mix), corr("jaffe", scratch))
+
+
 def test_gpu_data_wait_row():
     def wait(run: str) -> float:
         return 100 * value("gpu_h100.csv", "data_wait_share", source="gpu_h100_ablation", run=run)
