@@ -21,7 +21,7 @@ _CARD_MODEL_ID = re.compile(r'ComFaceModel\.from_pretrained\("([^"\n]+)"\)')
 IGNORED = ["*.tmp"]
 #: ``config.generator_spec`` fields that hold local paths (a latent-edit generator's network and boundaries): the
 #: local copy keeps them so ``comface calibrate`` can rebuild the generator; a push publishes the file names only.
-LOCAL_PATH_FIELDS = ("checkpoint", "directions_dir")
+LOCAL_PATH_FIELDS = ("checkpoint", "directions_dir", "face_template")
 
 
 def public_config(config: dict) -> Optional[dict]:

@@ -302,6 +302,10 @@ def test_comface_directions_cli_on_the_real_dcgan(tmp_path, capsys, monkeypatch)
     report = json.loads((out / "report.json").read_text())
     assert report["latent"] == "z (identity mapping)" and 20 <= report["labelled"] <= 64  # dlib finds most faces
     assert (out / "sheet.png").stat().st_size > 1000
+    from comface_hf.synthesis.warp import load_face_template  # the mean face the warps move, written beside them
+
+    template = json.loads((out / "face_template.json").read_text())
+    assert 20 <= template["found"] <= 64 and load_face_template(out).shape == (68, 2)
     monkeypatch.setattr("sys.argv", ["comface", "directions", "--out", str(tmp_path / "x"), "--attributes",
                                      "happiness"])
     with pytest.raises(SystemExit) as stop:

@@ -174,13 +174,15 @@ def test_push_publishes_generator_file_names_not_local_paths(fake_hub, tiny_conf
     # them); the pushed config names the files only, and the local folder keeps its paths.
     folder = tmp_path / "model"
     tiny_config.generator_spec = [{"generator": "latent-edit", "checkpoint": str(tmp_path / "nets" / "G.pkl"),
-                                   "directions_dir": str(tmp_path / "dirs" / "ffhq"), "latent_space": "z"},
+                                   "directions_dir": str(tmp_path / "dirs" / "ffhq"), "latent_space": "z",
+                                   "face_template": str(tmp_path / "dirs" / "face_template.json")},
                                   {"generator": "embedded", "checkpoint": None}]
     ComFaceModel(tiny_config).save_pretrained(folder)
     push_folder_to_hub(folder, "comface-gan")
     pushed = json.loads((Path(fake_hub[0]["copy"]) / "config.json").read_text())
     assert pushed["generator_spec"][0]["checkpoint"] == "G.pkl"
     assert pushed["generator_spec"][0]["directions_dir"] == "ffhq"
+    assert pushed["generator_spec"][0]["face_template"] == "face_template.json"
     assert pushed["generator_spec"][1] == {"generator": "embedded", "checkpoint": None}
     assert str(tmp_path) not in (Path(fake_hub[0]["copy"]) / "config.json").read_text()
     local = json.loads((folder / "config.json").read_text())

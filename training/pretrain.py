@@ -130,6 +130,11 @@ class PretrainArguments:
     synthesis_dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16 StyleGAN synthesis "
                                  "(NVIDIA networks: float16 = their own fp16 layers, on CUDA)."})
     identity_cache_size: int = field(default=300_000, metadata={"help": "Identities whose w stays cached (0: none)."})
+    warps: str = field(default="", metadata={"help": "latent-edit: landmark-driven warp attributes added to the "
+                       "directions (growth, adiposity, smile_warp; comma-separated). Needs the generator's "
+                       "face_template.json beside its boundaries (comface directions writes it)."})
+    canonical_frame: bool = field(default=False, metadata={"help": "latent-edit: resample every generated face into the "
+                                  "canonical face frame real photos are aligned into (placed by face_template.json)."})
     generators_file: Optional[str] = field(default=None, metadata={"help": "JSON list of generators mixed in one run, "
                                            "each owning its attributes (see README). A 'loader' import path in it is "
                                            "code: it runs only with --trust_loader_code."})

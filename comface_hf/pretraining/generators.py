@@ -19,7 +19,8 @@ from ..synthesis.spec import GeneratorSpec, build_mixture
 
 #: Keys a member of ``--generators_file`` may set; the rest comes from the run's options.
 GENERATORS_FILE_KEYS = ("label", "generator", "loader", "checkpoint", "kwargs", "directions_dir", "attributes",
-                        "truncation_psi", "normalize_directions", "seed", "latent_space")
+                        "truncation_psi", "normalize_directions", "seed", "latent_space", "warps", "face_template",
+                        "canonical_frame")
 
 
 def uses_generator_specs(args: Any) -> bool:
@@ -63,7 +64,7 @@ def generator_specs(args: Any) -> list[GeneratorSpec]:
                 raise ComFaceInputError(f"{path}: unknown key(s) {', '.join(sorted(set(entry) - set(GENERATORS_FILE_KEYS)))}; "
                                         f"a generator has {', '.join(sorted(GENERATORS_FILE_KEYS))}.")
             entry = dict(entry)
-            for key in ("checkpoint", "directions_dir"):  # relative paths are relative to the file
+            for key in ("checkpoint", "directions_dir", "face_template"):  # relative paths: relative to the file
                 if entry.get(key) and not Path(entry[key]).is_absolute() and (path.parent / entry[key]).exists():
                     entry[key] = str(path.parent / entry[key])
             entry.setdefault("generator", "latent-edit")
@@ -73,6 +74,7 @@ def generator_specs(args: Any) -> list[GeneratorSpec]:
             entry.setdefault("truncation_psi", 1.0)
             entry["normalize_directions"] = bool(entry.get("normalize_directions"))
             entry.setdefault("attributes", "all")
+            entry.setdefault("warps", "")
             entry["kwargs"] = entry.get("kwargs") or {}
             specs.append(run_spec(args, **entry))
         return specs
@@ -81,7 +83,8 @@ def generator_specs(args: Any) -> list[GeneratorSpec]:
     return [run_spec(args, label=args.generator, generator=args.generator, loader=args.generator_loader,
                      checkpoint=args.generator_checkpoint, kwargs=json.loads(args.generator_kwargs or "{}"),
                      directions_dir=args.directions_dir, attributes=args.attributes,
-                     truncation_psi=args.truncation_psi, normalize_directions=args.normalize_directions)]
+                     truncation_psi=args.truncation_psi, normalize_directions=args.normalize_directions,
+                     warps=args.warps, canonical_frame=args.canonical_frame)]
 
 
 def build_stream_generator(args: Any, device: torch.device):
@@ -107,6 +110,10 @@ def stream_card_text(args: Any, generator) -> str:
         how = edit.get(d.get("directions"), "its own edit")
         if d.get("mapping_network") is False:
             how = "z + alpha * n, no mapping network"
+        if d.get("warps"):
+            how += "; landmark-driven warps: " + ", ".join(d["warps"])
+        if d.get("canonical_frame"):
+            how += "; resampled into the canonical face frame"
         parts.append(f"{d['label']} ({d['generator_class']}{source}, {d.get('resolution') or '?'} px, "
                      f"{d.get('directions', 'own')} directions ({how}{derived})"
                      f", psi {d.get('truncation_psi', 1)}, synthesis {d.get('synthesis_precision', 'float32')}): "

@@ -49,6 +49,8 @@ LABEL_DEFINITIONS: dict[str, str] = {
     "smile": "(mouth width (48-54) + lip-corner lift above the inner-lip midpoint) / IOD (AU12-like)",
     "mouth_open": "inner-lip gap (62-66) / IOD (AU25/26-like: lips apart, jaw drop)",
     "weight": "facial adiposity: face width at the cheeks (1-15) / lower-face height (nasion 27 to menton 8)",
+    "eye_mouth": "eye line to mouth centre (mean of 48-67) / IOD (grows from child to adult with the lower face; the "
+                 "canonical frame's own proportion; the chin itself often lies outside a generated crop)",
     "cheek_jaw_ratio": "cheek width (1-15) / jaw width (4-12) (Coetzee et al. 2009's CJWR; reported, its sign vs "
                        "BMI left to the data)",
     "brow_raise": "mean height of the brows (17-26) above the eye centres / IOD (AU1+2-like)",
@@ -57,7 +59,8 @@ LABEL_DEFINITIONS: dict[str, str] = {
     "pitch": "nose tip (30) down the face: (y30 - eye line) / (y8 - eye line) (head nod; a nuisance)",
     "roll": "angle of the eye line in degrees (head tilt in the image; a nuisance)",
 }
-GEOMETRY_LABELS = ("smile", "mouth_open", "weight", "cheek_jaw_ratio", "brow_raise", "eye_open", "yaw", "pitch", "roll")
+GEOMETRY_LABELS = ("smile", "mouth_open", "weight", "eye_mouth", "cheek_jaw_ratio", "brow_raise", "eye_open", "yaw",
+                   "pitch", "roll")
 AGE_LABELS = ("age", "gender")
 DEFAULT_ATTRIBUTES = ("age", "smile", "mouth_open", "weight", "cheek_jaw_ratio", "brow_raise", "eye_open")
 DEFAULT_NUISANCES = ("yaw", "pitch")
@@ -90,6 +93,7 @@ def landmark_geometry(points: np.ndarray) -> dict[str, float]:
         "smile_corner_lift": lift,
         "mouth_open": d(62, 66) / iod,
         "weight": d(1, 15) / max(lower_h, 1e-6),
+        "eye_mouth": float(p[48:68, 1].mean() - eye_y) / iod,
         "cheek_jaw_ratio": d(1, 15) / max(jaw_w, 1e-6),
         "brow_raise": float(eye_y - p[17:27, 1].mean()) / iod,
         "eye_open": (d(37, 41) + d(38, 40) + d(43, 47) + d(44, 46)) / (4 * iod),
@@ -545,8 +549,23 @@ def run_directions(args) -> DirectionsResult:
                              edit_identities=args.edit_identities, device=args.device)
     result.report["generator"] = {"loader": args.loader, "checkpoint": args.checkpoint}
     save_directions(result, args.out, G, device=args.device)
+    written = "report.json, report.md, sheet.png"
+    # the mean face that landmark-driven warps move (--warps in the trainer; comface_hf.synthesis.warp)
+    from .warp import FACE_TEMPLATE_FILE, measure_face_template
+
+    try:
+        template = measure_face_template(_editor(G, args.seed, args.truncation_psi, args.device, None),
+                                         samples=min(256, args.samples), detect_size=args.detect_size)
+    except ComFaceInputError as exc:
+        print(f"no {FACE_TEMPLATE_FILE} ({exc}): warps cannot be used with this generator")
+    else:
+        template["generator"] = result.report["generator"]
+        _atomic_write(Path(args.out) / FACE_TEMPLATE_FILE,
+                      lambda tmp: Path(tmp).write_text(json.dumps(template, indent=1) + "\n"))
+        result.files["face_template"] = str(Path(args.out) / FACE_TEMPLATE_FILE)
+        written += f", {FACE_TEMPLATE_FILE}"
     print(report_markdown(result.report))
-    print(f"wrote {args.out}: {', '.join(sorted(result.directions))}.npy, report.json, report.md, sheet.png")
+    print(f"wrote {args.out}: {', '.join(sorted(result.directions))}.npy, {written}")
     return result
 
 

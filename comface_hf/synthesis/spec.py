@@ -36,6 +36,10 @@ class GeneratorSpec:
     :func:`build_generator`.
     The latent-edit fields (``loader`` .. ``identity_cache_size``) are ignored by the embedded renderer and
     ``renderer_version`` / ``craniofacial_growth`` by a latent-edit one.
+    ``warps``: comma-separated landmark-driven warp attributes (:mod:`.warp`) added after the directions' attributes
+    (latent-edit only); ``face_template`` the generator's mean-face landmarks they move (default:
+    ``<directions_dir>/face_template.json``); ``canonical_frame`` resamples every image into the canonical face frame
+    real photos are aligned into, placed by that template (latent-edit only).
     """
 
     generator: str = "embedded"
@@ -58,6 +62,9 @@ class GeneratorSpec:
     normalize_directions: bool = False
     synthesis_dtype: str = "float32"
     identity_cache_size: int = 300_000
+    warps: str = ""
+    face_template: Optional[str] = None
+    canonical_frame: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,6 +130,11 @@ def build_generator(spec: SpecLike, device: Union[str, torch.device] = "cpu", tr
     if spec.generator == "embedded":
         from .renderer import EmbeddedFaceGenerator
 
+        if spec.warps or spec.canonical_frame:
+            raise ComFaceInputError(f"Generator {label!r}: warps and canonical_frame apply to latent-edit generators "
+                                    "(the embedded renderer draws in the canonical frame and edits its geometry "
+                                    "itself, e.g. craniofacial_growth).")
+
         return EmbeddedFaceGenerator(image_size=spec.image_size, seed=spec.seed, device=device,
                                      alpha_min=spec.alpha_min, alpha_max=spec.alpha_max, compile=spec.compile,
                                      renderer_version=spec.renderer_version,
@@ -149,12 +161,18 @@ def build_generator(spec: SpecLike, device: Union[str, torch.device] = "cpu", tr
     provenance = ({"checkpoint": Path(spec.checkpoint).name, "checkpoint_sha256": file_sha256(spec.checkpoint)}
                   if spec.checkpoint and Path(spec.checkpoint).is_file() else {})
     directions = load_directions(spec.directions_dir)
-    return LatentEditGenerator(
+    generator = LatentEditGenerator(
         G, directions, attribute_names=spec.attribute_names(list(directions)), seed=spec.seed,
         image_size=spec.image_size, truncation_psi=spec.truncation_psi, device=device, alpha_min=spec.alpha_min,
         alpha_max=spec.alpha_max, normalize_directions=True if spec.normalize_directions else None,
         synthesis_dtype=spec.synthesis_dtype, identity_cache_size=spec.identity_cache_size, compile=spec.compile,
         latent_space=spec.latent_space, provenance=provenance)
+    if not spec.warps and not spec.canonical_frame:
+        return generator
+    from .warp import WarpEditGenerator, load_face_template
+
+    template = load_face_template(spec.face_template or spec.directions_dir)
+    return WarpEditGenerator(generator, spec.warps.split(","), template, canonical_frame=spec.canonical_frame)
 
 
 def build_mixture(specs: Sequence[SpecLike], device: Union[str, torch.device] = "cpu", trust_code: bool = False):
