@@ -50,6 +50,10 @@ TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         "realface_dcgan": (("Scratch (resnet18)", "ComFace renderer (main job)"), ()),
         "realface_dcgan_zeroshot": ((), ()),
         "realface_dcgan_ft": (("Scratch (resnet18)",), ()),
+        # issue 24's geometry study: three pretraining seeds of the mix, the mix + warps, the mix in the canonical frame
+        "realface_dcgan_geometry": ((), ("ComFace mix s*", "ComFace mix+warps s*", "ComFace mix+frame s*",
+                                         "ComFace mix+warps s* vs ComFace mix s*",
+                                         "ComFace mix+frame s* vs ComFace mix s*")),
     },
     "realface": {  # "Real faces: linear and fine-tuning", the alignment table and the renderer ablations
         "realface": ((), ()),
@@ -181,6 +185,9 @@ def paired_rows(source: str, subjects: dict, references, pools) -> list[dict]:
                         "method": f"{method} (seed {name.rsplit('-s', 1)[-1]})", "reference": reference, "runs": 1,
                         "subjects": len(common), "mean": _f(m), "ci_low": _f(lo), "ci_high": _f(hi)})
     for pool in pools:
+        if POOL_VS in pool:  # "A* vs B*": per subject, the mean over A's runs minus the mean over B's runs
+            out.extend(_pooled_difference(source, subjects, *pool.split(POOL_VS)))
+            continue
         pooled = defaultdict(list)
         for dataset, mode, method, protocol, subj in subjects.values():
             if fnmatch.fnmatch(method, pool):
@@ -195,6 +202,29 @@ def paired_rows(source: str, subjects: dict, references, pools) -> list[dict]:
                         "protocol_pearson_std": _f(protocol.std(ddof=1) if len(protocol) > 1 else None)})
     return out
 
+
+def _pooled_difference(source: str, subjects: dict, pool: str, reference: str) -> list[dict]:
+    """Per-subject mean Corr. over the runs matching ``pool`` minus that over the runs matching ``reference`` (e.g.
+    three pretraining seeds of two recipes), with its 95% interval over the subjects both cover."""
+    out = []
+    sides = [defaultdict(list), defaultdict(list)]
+    for dataset, mode, method, _, subj in subjects.values():
+        for side, glob in zip(sides, (pool, reference)):
+            if fnmatch.fnmatch(method, glob):
+                side[dataset, mode].append(subj)
+    for key in sorted(set(sides[0]) & set(sides[1])):
+        runs = sides[0][key] + sides[1][key]
+        common = sorted(set.intersection(*(set(s) for s in runs)))
+        mean = lambda group: np.array([np.mean([r[k] for r in group]) for k in common])  # noqa: E731
+        m, lo, hi = interval(mean(sides[0][key]) - mean(sides[1][key]))
+        out.append({"source": source, "dataset": key[0], "mode": key[1], "kind": "paired", "method": pool,
+                    "reference": reference, "runs": len(sides[0][key]), "subjects": len(common), "mean": _f(m),
+                    "ci_low": _f(lo), "ci_high": _f(hi)})
+    return out
+
+
+#: In a topic's pool list, "A* vs B*" asks for the per-subject difference of two pools (:func:`_pooled_difference`).
+POOL_VS = " vs "
 
 GPU_SOURCES = {"gpu_h100": "2026-11-27", "gpu_h100_ablation": "2026-11-27"}  # the H100 calls (dates from their logs)
 GPU_COLUMNS = ["source", "run", "wall_s", "global_step", "pairs_per_second", "data_wait_share", "val_pearson",

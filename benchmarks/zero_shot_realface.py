@@ -62,9 +62,10 @@ def embed(model, pixel_values: torch.Tensor, batch_size: int = 64) -> np.ndarray
     return features.double().numpy()
 
 
-#: Where the synthetic pairs come from (--synthetic_source): the embedded renderer, or latent edits of
-#: gan-face-generate's DCGAN along the shipped boundaries (training/pretrain.py --preset dcgan's generator).
-SOURCES = ("embedded", "dcgan")
+#: Where the synthetic pairs come from (--synthetic_source): the embedded renderer, latent edits of
+#: gan-face-generate's DCGAN along the shipped boundaries (training/pretrain.py --preset dcgan's generator), or that
+#: DCGAN with the landmark-driven warps too (growth, adiposity, smile_warp; comface_hf.synthesis.warp).
+SOURCES = ("embedded", "dcgan", "dcgan-warps")
 
 
 def source_generator(source: str, image_size: int):
@@ -76,6 +77,14 @@ def source_generator(source: str, image_size: int):
         from comface_hf.synthesis.latent_edit import LatentEditGenerator
 
         return LatentEditGenerator(load_gan_face_generate(), DCGAN_DIRECTIONS, image_size=image_size)
+    if source == "dcgan-warps":
+        from comface_hf.pretraining.presets import DCGAN_ATTRIBUTES, DCGAN_DIRECTIONS
+        from comface_hf.synthesis.spec import GeneratorSpec, build_generator
+        from comface_hf.synthesis.warp import WARPS
+
+        return build_generator(GeneratorSpec(generator="latent-edit", loader="gan-face-generate",
+                                             directions_dir=DCGAN_DIRECTIONS, latent_space="z", image_size=image_size,
+                                             attributes=DCGAN_ATTRIBUTES, warps=",".join(WARPS)))
     raise ValueError(f"--synthetic_source must be one of {', '.join(SOURCES)}, got {source!r}")
 
 
@@ -108,6 +117,7 @@ def synthetic_pairs(attribute: str, image_size: int, subjects: int, pairs_per_su
 
 def run(name: str, init: str, seed: int, ds: str, data, args, out: Path) -> dict:
     task, _, pairs_per_subject, attribute = DATASETS[ds]
+    attribute = getattr(args, "attribute_for", {}).get(ds, attribute)
     torch.manual_seed(seed)  # a scratch init's weights
     spec = build_change_model(init, "linear", image_size=args.image_size if init == "scratch" else None)
     model, size = spec.model, spec.image_size
@@ -151,7 +161,8 @@ def run(name: str, init: str, seed: int, ds: str, data, args, out: Path) -> dict
         "predictions": [(0, i, float(pred), p.label) for i, (p, pred) in enumerate(zip(pairs, prediction))],
     }
     # The protocol's writer: results.json, predictions.csv (one "fold": every pair is a test pair) and scatter.png.
-    suffix = "" if source == "embedded" else f"-{source}"
+    suffix = ("" if source == "embedded" else f"-{source}") + (
+        f"-{attribute}" if attribute != DATASETS[ds][3] else "")
     write_run_outputs(result, pairs, str(out / "runs" / f"{ds}-auto-{_slug(name)}-zeroshot{suffix}-s{seed}"))
     return result
 
@@ -169,11 +180,15 @@ def main() -> None:
     p.add_argument("--photographic", type=float, default=1.0, help="capture strength of the rendered pairs")
     p.add_argument("--synthetic_source", default="embedded", choices=SOURCES,
                    help="the pairs the head is fitted on: the embedded renderer or the DCGAN's latent edits")
+    p.add_argument("--synthetic_attribute", default="", metavar="DATASET=ATTR,...",
+                   help="the edit standing for each task (default fgnet=age, jaffe=smile), e.g. fgnet=growth,"
+                        "jaffe=smile_warp with --synthetic_source dcgan-warps")
     p.add_argument("--real_greyscale", action="store_true",
                    help="turn every real photo greyscale first (does a colour/greyscale difference drive the result?)")
     p.add_argument("--cache_dir", default="/tmp/comface_realface_cache")
     p.add_argument("--out", default="benchmarks/results/realface_zeroshot")
     a = p.parse_args()
+    a.attribute_for = dict(item.split("=", 1) for item in a.synthetic_attribute.split(",") if item.strip())
     inits = {}
     for item in a.checkpoint:
         name, _, folder = item.partition("=")
