@@ -86,11 +86,14 @@ def _load_images(paths: Sequence[str], image_size: int) -> torch.Tensor:
     return torch.stack(images)
 
 
-def _synthetic_faces(image_size: int, rows: int, seed: int, attribute: str) -> torch.Tensor:
+def _synthetic_faces(image_size: int, rows: int, seed: int, attribute: str, generator_spec=None) -> torch.Tensor:
+    """Faces of the embedded renderer the model was trained with (its ``config.generator_spec``; default: the
+    embedded renderer at ``seed``), edited along ``attribute``."""
     # Imported lazily: the picture command works on user images without the synthesis package.
-    from comface_hf.synthesis import EmbeddedFaceGenerator
+    from comface_hf.synthesis.spec import GeneratorSpec, build_generator, embedded_spec_for, specs_from_config
 
-    generator = EmbeddedFaceGenerator(image_size=image_size, seed=seed, device="cpu")
+    specs = specs_from_config(generator_spec) or [GeneratorSpec(seed=seed)]
+    generator = build_generator(embedded_spec_for(specs, image_size), "cpu")
     identities = torch.arange(rows, dtype=torch.long)
     attributes = torch.full((rows,), generator.attribute_index(attribute), dtype=torch.long)
     alphas = torch.linspace(2.5, 5.0, rows) if rows > 1 else torch.full((1,), 5.0)  # strong edits in [-5, 5]
@@ -116,7 +119,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     else:
         if args.rows < 1:
             parser.error("--rows must be >= 1")
-        pixel_values = _synthetic_faces(size, args.rows, args.seed, args.attribute)
+        pixel_values = _synthetic_faces(size, args.rows, args.seed, args.attribute,
+                                        getattr(model.config, "generator_spec", None))
     # A model trained by training/pretrain.py saw the image processor's normalisation: apply it, and undo it to show.
     mean = std = None
     if os.path.isfile(os.path.join(args.model, "preprocessor_config.json")):

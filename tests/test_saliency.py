@@ -104,3 +104,16 @@ def test_cli_rejects_bad_model_argument(tmp_path):
 def test_tiny_activation_grid_warns():
     with pytest.warns(UserWarning, match="nearly uniform"):
         eigencam(_model(0, size=32), torch.randn(1, 3, 32, 32))
+
+
+def test_saliency_faces_come_from_the_models_own_renderer():
+    """A model's config.generator_spec picks the embedded renderer the figure's faces come from."""
+    from comface_hf.monitoring.saliency import FACE_IDENTITY_OFFSET, face_images
+    from comface_hf.synthesis import EmbeddedFaceGenerator
+
+    spec = {"generator": "embedded", "renderer_version": "1.1.0", "seed": 3, "image_size": 32}
+    got = face_images(2, 32, generator_spec=spec)
+    ids = torch.arange(FACE_IDENTITY_OFFSET, FACE_IDENTITY_OFFSET + 2)
+    old = EmbeddedFaceGenerator(image_size=32, seed=3, renderer_version="1.1.0").render(ids, torch.zeros(2).long(),
+                                                                                         torch.zeros(2))
+    assert torch.equal(got, old) and not torch.equal(got, face_images(2, 32))

@@ -219,11 +219,16 @@ def saliency_figure(models: Mapping[str, ModelEntry], images: torch.Tensor, cell
     return canvas
 
 
-def face_images(num_images: int, image_size: int, seed: int = 0) -> torch.Tensor:
-    """Neutral faces (alpha 0) of unseen identities from the embedded generator, ``[N, 3, S, S]`` in [0, 1]."""
-    from comface_hf.synthesis import EmbeddedFaceGenerator
+def face_images(num_images: int, image_size: int, seed: int = 0, generator_spec: Any = None) -> torch.Tensor:
+    """Neutral faces (alpha 0) of unseen identities from the embedded generator, ``[N, 3, S, S]`` in [0, 1].
 
-    generator = EmbeddedFaceGenerator(image_size=max(32, image_size), seed=seed)
+    ``generator_spec``: a model's ``config.generator_spec``: the faces come from the embedded renderer that model was
+    trained or calibrated with (its renderer version and growth; :func:`~comface_hf.synthesis.spec.embedded_spec_for`);
+    default: the embedded renderer at ``seed``."""
+    from comface_hf.synthesis.spec import GeneratorSpec, build_generator, embedded_spec_for, specs_from_config
+
+    specs = specs_from_config(generator_spec) or [GeneratorSpec(seed=seed)]
+    generator = build_generator(embedded_spec_for(specs, max(32, image_size)))
     ids = torch.arange(FACE_IDENTITY_OFFSET, FACE_IDENTITY_OFFSET + num_images)
     images = generator.render(ids, torch.zeros(num_images, dtype=torch.long), torch.zeros(num_images))
     if images.shape[-1] != image_size:
@@ -276,7 +281,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         folders = [s for s in specs.values() if not s.startswith("scratch:")]
         size = _model_size(load_model_spec(folders[0])[0], 64) if folders else 64
     models = {name: load_model_spec(spec, size) for name, spec in specs.items()}
-    images = face_images(max(args.num_images, args.score_images), size)
+    # the faces of the first checkpoint's own embedded renderer (all models see the same faces)
+    trained = next((m for m, _, _ in models.values() if getattr(m.config, "generator_spec", None)), None)
+    images = face_images(max(args.num_images, args.score_images), size,
+                         generator_spec=trained.config.generator_spec if trained is not None else None)
     # An explicit --image_size is also the backbones' input size (see cams_for_models); otherwise each model's own.
     cams = cams_for_models(models, images, input_size=args.image_size)
     scores = {name: centre_score(c, args.fraction) for name, c in cams.items()}
