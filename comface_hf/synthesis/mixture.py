@@ -19,6 +19,17 @@ import torch
 from .attributes import resolve_attribute
 
 
+def routing_inputs(identities: Any, attributes: Any, alphas: Any, num_attributes: int) -> tuple:
+    """``render`` inputs of a generator that routes rows to others: CPU ``(int64[B], int64[B], float32[B])``, the
+    attribute indices checked (each routed generator checks its own alphas)."""
+    identities = torch.as_tensor(identities).reshape(-1).cpu()
+    attributes = torch.as_tensor(attributes).reshape(-1).cpu().long()
+    alphas = torch.as_tensor(alphas, dtype=torch.float32).reshape(-1).cpu()
+    if len(attributes) and (int(attributes.min()) < 0 or int(attributes.max()) >= num_attributes):
+        raise IndexError(f"attribute index out of range: valid indices are 0..{num_attributes - 1}")
+    return identities, attributes, alphas
+
+
 class GeneratorMixture:
     """One ``render`` over several generators with disjoint attribute sets.
 
@@ -64,11 +75,7 @@ class GeneratorMixture:
 
     @torch.no_grad()
     def render(self, identities: torch.Tensor, attributes: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
-        identities = torch.as_tensor(identities).reshape(-1).cpu()
-        attributes = torch.as_tensor(attributes).reshape(-1).cpu().long()
-        alphas = torch.as_tensor(alphas, dtype=torch.float32).reshape(-1).cpu()
-        if len(attributes) and (int(attributes.min()) < 0 or int(attributes.max()) >= len(self.attribute_names)):
-            raise IndexError(f"attribute index out of range: valid indices are 0..{len(self.attribute_names) - 1}")
+        identities, attributes, alphas = routing_inputs(identities, attributes, alphas, len(self.attribute_names))
         member = self.member_of[attributes]
         out = None
         for k, generator in enumerate(self.members):
@@ -121,4 +128,4 @@ class AttributeSubset:
                 "attributes": list(self.attribute_names)}
 
 
-__all__ = ["AttributeSubset", "GeneratorMixture"]
+__all__ = ["AttributeSubset", "GeneratorMixture", "routing_inputs"]

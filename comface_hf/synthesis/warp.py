@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from ..errors import ComFaceInputError
 from .attributes import resolve_attribute
+from .mixture import routing_inputs
 
 #: File name of a generator's mean-face landmarks, beside its boundaries (``comface directions`` writes it).
 FACE_TEMPLATE_FILE = "face_template.json"
@@ -303,11 +304,7 @@ class WarpEditGenerator:
 
     @torch.no_grad()
     def render(self, identities: torch.Tensor, attributes: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
-        identities = torch.as_tensor(identities).reshape(-1).cpu()
-        attributes = torch.as_tensor(attributes).reshape(-1).cpu().long()
-        alphas = torch.as_tensor(alphas, dtype=torch.float32).reshape(-1).cpu()
-        if len(attributes) and (int(attributes.min()) < 0 or int(attributes.max()) >= len(self.attribute_names)):
-            raise IndexError(f"attribute index out of range: valid indices are 0..{len(self.attribute_names) - 1}")
+        identities, attributes, alphas = routing_inputs(identities, attributes, alphas, len(self.attribute_names))
         warped = attributes >= self.base_count
         base_rows = (~warped).nonzero().flatten()
         warp_rows = warped.nonzero().flatten()
