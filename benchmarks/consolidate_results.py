@@ -50,9 +50,12 @@ TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         "realface_dcgan": (("Scratch (resnet18)", "ComFace renderer (main job)"), ()),
         "realface_dcgan_zeroshot": ((), ()),
         "realface_dcgan_ft": (("Scratch (resnet18)",), ()),
-        # issue 24's geometry study: three pretraining seeds of the mix, the mix + warps, the mix in the canonical frame
-        "realface_dcgan_geometry": ((), ("ComFace mix s*", "ComFace mix+warps s*", "ComFace mix+frame s*",
-                                         "ComFace mix+warps s* vs ComFace mix s*",
+        # issue 24's geometry study: heads fitted on warps, zero-shot; three pretraining seeds of the mix, the mix +
+        # warps, the mix with warps coupled to its directions, the mix in the canonical frame
+        "realface_dcgan_geometry_zeroshot": ((), ()),
+        "realface_dcgan_geometry": ((), ("ComFace mix s*", "ComFace mix+warps s*", "ComFace mix+coupled s*",
+                                         "ComFace mix+frame s*", "ComFace mix+warps s* vs ComFace mix s*",
+                                         "ComFace mix+coupled s* vs ComFace mix s*",
                                          "ComFace mix+frame s* vs ComFace mix s*")),
     },
     "realface": {  # "Real faces: linear and fine-tuning", the alignment table and the renderer ablations

@@ -50,9 +50,12 @@ def synthetic_val(folder: str) -> float:
 
 
 def spearman(a, b) -> float:
+    """Spearman's rho over the rows where both values are known (a row the real-face run did not score is left out)."""
     from scipy.stats import spearmanr
 
-    return float(spearmanr(a, b)[0])
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    known = np.isfinite(a) & np.isfinite(b)
+    return float(spearmanr(a[known], b[known])[0]) if known.sum() >= 3 else float("nan")
 
 
 def edit_agreement(probe_set) -> dict[str, dict[str, float]]:
@@ -105,6 +108,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=FOLDER",
                         help="checkpoints to score (default: the three issue-24 ones)")
     parser.add_argument("--scratch_seeds", default="0,1,2")
+    parser.add_argument("--realface", default=str(REALFACE),
+                        help="summary.json of the realface_table run that scored the same checkpoints (by name)")
     parser.add_argument("--cache_dir", default=str(Path.home() / ".cache" / "comface_hf" / "probe_validation"))
     parser.add_argument("--write_shipped", action="store_true",
                         help="save the labelled set as the package's shipped set (comface_hf/pretraining/...)")
@@ -160,7 +165,11 @@ def main(argv=None) -> dict:
         rows[name] = {"scores": scores, "synthetic_val": synthetic_val(folder), "seconds": sec}
         print(f"{name}: {pv.format_scores(scores)} ({sec:.0f} s)")
 
-    real = realface_corr(REALFACE)
+    if not Path(args.realface).is_file():
+        raise SystemExit(f"No real-face summary at {args.realface}: run python -m benchmarks.realface_table on the same "
+                         "checkpoint names with --out DIR (the folder is deleted once consolidated), then pass "
+                         "--realface DIR/summary.json.")
+    real = realface_corr(Path(args.realface))
     for name, row in rows.items():
         row["realface"] = real.get(name, {})
     names = list(rows)
@@ -172,7 +181,7 @@ def main(argv=None) -> dict:
             ranking[f"probe {other} vs {dataset} (any label)"] = spearman(
                 [rows[n]["scores"][other]["pearson"] for n in names], target)
         with_val = [n for n in names if np.isfinite(rows[n]["synthetic_val"])]  # scratch has no pretraining run
-        ranking[f"synthetic val vs {dataset} (3 pretrained rows)"] = spearman(
+        ranking[f"synthetic val vs {dataset} ({len(with_val)} pretrained rows)"] = spearman(
             [rows[n]["synthetic_val"] for n in with_val], [rows[n]["realface"][dataset] for n in with_val])
     for k, v in ranking.items():
         print(f"Spearman {k}: {v:+.2f}")

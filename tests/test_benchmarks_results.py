@@ -229,3 +229,40 @@ def test_consolidate_folds_run_folders_into_the_topic_csv(tmp_path: Path) -> Non
     assert consolidate(tmp_path) == ["realface_zeroshot_clean"]
     with (tmp_path / "realface_zeroshot.csv").open() as f:
         assert [r["source"] for r in csv.DictReader(f)] == ["realface_zeroshot"] * 3 + ["realface_zeroshot_clean"]
+
+
+def test_geometry_row():
+    """Issue 24's warps / canonical frame against three seeds of the mix: paired, pooled and zero-shot figures."""
+    claim = "landmark warps and the canonical frame"
+
+    def paired(dataset: str, method: str) -> list[float]:
+        found = [r for r in table("realface_paired.csv") if (r["source"], r["dataset"], r["kind"], r["method"]) ==
+                 ("realface_dcgan_geometry", dataset, "paired", method)]
+        assert len(found) == 1
+        return [float(found[0][k]) for k in ("mean", "ci_low", "ci_high")]
+
+    for dataset, name in (("fgnet", "FG-NET"), ("jaffe", "JAFFE")):
+        warps, frame = paired(dataset, "ComFace mix+warps s*"), paired(dataset, "ComFace mix+frame s*")
+        quoted(claim, name + " warps {:+.3f} [{:+.3f}, {:+.3f}], frame {:+.3f} [{:+.3f}, {:+.3f}]", *warps, *frame)
+    mix = {}
+    for d in ("fgnet", "jaffe"):
+        found = [r for r in table("realface_paired.csv") if (r["source"], r["dataset"], r["kind"], r["method"]) ==
+                 ("realface_dcgan_geometry", d, "pooled", "ComFace mix s*")]
+        assert len(found) == 1 and found[0]["runs"] == "3"
+        mix[d] = {k: float(found[0][k]) for k in ("protocol_pearson_mean", "protocol_pearson_std")}
+    quoted(claim, "the mix itself FG-NET {:.3f} ± {:.3f}, JAFFE {:.3f} ± {:.3f}",
+           mix["fgnet"]["protocol_pearson_mean"], mix["fgnet"]["protocol_pearson_std"],
+           mix["jaffe"]["protocol_pearson_mean"], mix["jaffe"]["protocol_pearson_std"])
+
+    def zero_shot(attribute: str) -> float:
+        return value("realface_dcgan.csv", "pearson_mean", source="realface_dcgan_geometry_zeroshot",
+                     dataset="fgnet", method="ComFace mix s0", synthetic_attribute=attribute)
+    quoted(claim, "reads FG-NET at {:.3f} (DCGAN age direction: {:.3f})", zero_shot("dcgan-warps:growth"),
+           zero_shot("dcgan:age"))
+
+
+def test_probe_validation_over_twelve_checkpoints():
+    spearman = json.loads((RESULTS / "probe_validation_geometry.json").read_text())["spearman"]
+    quoted("a validation that tracks transfer", "over 12 checkpoints of the mix recipe: probe age {:+.2f}, probe smile "
+           "{:+.2f}, synthetic val {:+.2f} / {:+.2f}", spearman["probe age vs fgnet"], spearman["probe smile vs jaffe"],
+           spearman["synthetic val vs fgnet (12 pretrained rows)"], spearman["synthetic val vs jaffe (12 pretrained rows)"])

@@ -54,3 +54,17 @@ def test_pool_averages_runs_per_subject(tmp_path: Path, monkeypatch, capsys) -> 
     monkeypatch.setattr("sys.argv", ["realface_subjects.py", str(tmp_path), "--pool", "P seed *"])
     realface_subjects.main()
     assert "| jaffe | linear | P seed *: 2 runs averaged per subject | – | – | 0.000 [" in capsys.readouterr().out
+
+
+def test_pooled_difference_pairs_two_pools_subject_by_subject():
+    """consolidate_results' "A* vs B*": per subject, mean over A's runs minus mean over B's runs, on shared subjects."""
+    from benchmarks.consolidate_results import POOL_VS, paired_rows
+
+    subjects = {
+        "fgnet-a-s0": ("fgnet", "linear", "A s0", 0.5, {"p1": 0.6, "p2": 0.4, "p3": 0.9}),
+        "fgnet-a-s1": ("fgnet", "linear", "A s1", 0.5, {"p1": 0.8, "p2": 0.6}),
+        "fgnet-b-s0": ("fgnet", "linear", "B s0", 0.4, {"p1": 0.5, "p2": 0.5}),
+    }
+    (row,) = paired_rows("src", subjects, (), (f"A s*{POOL_VS}B s*",))
+    assert row["kind"] == "paired" and row["runs"] == 2 and row["subjects"] == 2  # p3 is not in every run
+    assert float(row["mean"]) == pytest.approx(((0.7 - 0.5) + (0.5 - 0.5)) / 2)
