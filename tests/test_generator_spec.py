@@ -133,3 +133,18 @@ def test_the_script_does_not_branch_on_the_method():
 
     source = (Path(__file__).resolve().parents[1] / "training" / "pretrain.py").read_text()
     assert "args.method ==" not in source and "isinstance(unwrapped" not in source
+
+
+def test_synthetic_task_loader_passes_the_models_spec_and_keeps_the_task_seed():
+    """load_task_dataset(synthetic_generator_spec=...) renders with the model's renderer version; the identities are
+    still the task seed's (a model trained at generator seed 5 does not change which faces a task draws)."""
+    from comface_hf.transfer.tasks import load_task_dataset
+
+    kwargs = dict(image_size=32, synthetic_subjects=2, synthetic_images_per_subject=2, synthetic_nuisance=0.0)
+    old = load_task_dataset("synthetic_smile", synthetic_generator_spec={"generator": "embedded", "seed": 5,
+                                                                          "renderer_version": "2.0.0"}, **kwargs)
+    by_hand = load_task_dataset("synthetic_smile", synthetic_generator=build_generator(
+        GeneratorSpec(image_size=32, renderer_version="2.0.0")), **kwargs)
+    default = load_task_dataset("synthetic_smile", **kwargs)
+    pixels = [np.stack([np.asarray(im) for im in d.dataset["image"]]) for d in (old, by_hand, default)]
+    assert np.array_equal(pixels[0], pixels[1]) and not np.array_equal(pixels[0], pixels[2])

@@ -142,8 +142,10 @@ def main() -> None:
     from comface_hf.transfer import build_change_model
 
     extra = [p for p in (args.extra_features or "").split(",") if p]
-    size = build_change_model(args.init, args.mode, args.image_size, args.backbone, args.symmetric_change,
-                              extra).image_size
+    model_spec = build_change_model(args.init, args.mode, args.image_size, args.backbone, args.symmetric_change, extra)
+    size = model_spec.image_size
+    if args.task.startswith("synthetic_"):  # render the task with the renderer the checkpoint was trained on
+        data_kwargs["synthetic_generator_spec"] = getattr(model_spec.model.config, "generator_spec", None)
     data = load_task_dataset(args.task, args.data_dir, image_size=size, data_seed=args.data_seed, align=args.align,
                              **data_kwargs)
     results = run_protocol(

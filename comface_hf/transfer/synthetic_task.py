@@ -3,6 +3,8 @@ never sees (so the protocol runs end to end without a research database)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from typing import Any
 
@@ -106,7 +108,8 @@ def make_synthetic_task(
         )
 
         specs = specs_from_config(generator_spec) or [GeneratorSpec(seed=seed)]
-        generator = build_generator(embedded_spec_for(specs, image_size), device)
+        # the model's renderer (version, growth), with the identities this task's seed draws
+        generator = build_generator(dataclasses.replace(embedded_spec_for(specs, image_size), seed=seed), device)
     attribute = int(generator.attribute_index(SYNTHETIC_TASK_ATTRIBUTES[task]))
 
     rng = np.random.default_rng([seed, 0x5EED, list(SYNTHETIC_TASK_ATTRIBUTES).index(task)])

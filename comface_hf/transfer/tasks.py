@@ -89,6 +89,7 @@ def load_task_dataset(
     max_frames_per_subject: Optional[int] = None,
     synthetic_generator: Any = None,
     align: str = "auto",
+    synthetic_generator_spec: Any = None,
 ) -> TaskData:
     """Load (or render) a downstream task as one table of images.
 
@@ -102,6 +103,8 @@ def load_task_dataset(
         synthetic_subjects, synthetic_images_per_subject: size of a synthetic task.
         max_frames_per_subject: DISFA only: keep at most this many frames per subject (seeded).
         synthetic_generator: an ``EmbeddedFaceGenerator`` to reuse across tasks (saves its construction).
+        synthetic_generator_spec: a pretrained model's ``config.generator_spec``: synthetic faces come from the
+            embedded renderer it was trained with (its version and growth); default: the embedded renderer.
         align: where each photo's face landmarks come from (:data:`ALIGN_MODES`): ``auto`` (the dataset's own, e.g.
             FG-NET's ``.pts`` or a CSV column, else the face detector; ``face`` is the same here, as a builder skips
             an image without a face either way), ``landmarks`` (the dataset's only; images without are skipped),
@@ -130,6 +133,7 @@ def load_task_dataset(
             seed=data_seed,
             nuisance=synthetic_nuisance,
             generator=synthetic_generator,
+            generator_spec=synthetic_generator_spec,
         )
         return TaskData(task, dataset, None, "none")
 
