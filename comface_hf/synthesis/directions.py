@@ -20,7 +20,9 @@
    accuracy on the top/bottom classes, and -- the check that matters for the trainer -- the *edit effect*: held-out
    identities rendered at ``w -/+ alpha n`` and labelled again; the change of the target label and of each nuisance.
 7. **Save** ``<attribute>.npy`` (``[1, w_dim]`` float32 unit vectors, the layout ``load_directions`` reads),
-   ``report.json`` / ``report.md`` and ``sheet.png`` (one identity per row, its edit along each direction).
+   ``report.json`` / ``report.md``, ``sheet.png`` (one identity per row, its edit along each direction) and
+   ``face_template.json`` (the unedited faces' mean 68 landmarks, which the landmark-driven warps of :mod:`.warp`
+   move).
 
 A boundary fitted here is a *W*-space boundary of the generator (a z-space one for the DCGAN, whose mapping is the
 identity). Labels from landmark geometry are proxies, named for what they measure (see :data:`LABEL_DEFINITIONS`).
