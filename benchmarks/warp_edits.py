@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from comface_hf.pretraining.presets import DCGAN_ATTRIBUTES, DCGAN_DIRECTIONS
-from comface_hf.synthesis.directions import FaceLabeller
+from comface_hf.synthesis.directions import FaceLabeller, render_and_label
 from comface_hf.synthesis.spec import GeneratorSpec, build_generator
 
 LABELS = ("age", "eye_mouth", "weight", "cheek_jaw_ratio", "smile", "mouth_open", "yaw", "pitch")
@@ -31,13 +31,8 @@ BESIDE = {"growth": "age", "adiposity": "weight", "smile_warp": "smile"}
 
 
 def label_batches(labeller, generator, ids, attribute, alpha, batch=64):
-    parts = {}
-    for s in range(0, len(ids), batch):
-        chunk = torch.as_tensor(ids[s:s + batch])
-        images = generator.render(chunk, torch.full((len(chunk),), attribute), torch.full((len(chunk),), float(alpha)))
-        for k, v in labeller(images).items():
-            parts.setdefault(k, []).append(np.asarray(v, np.float64))
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    """Labels of every identity edited along ``attribute`` at one ``alpha`` (the directions' own labelling loop)."""
+    return render_and_label(generator, labeller, ids, attribute, np.full(len(ids), alpha), batch)
 
 
 def main(argv=None) -> None:

@@ -90,10 +90,9 @@ def _synthetic_faces(image_size: int, rows: int, seed: int, attribute: str, gene
     """Faces of the embedded renderer the model was trained with (its ``config.generator_spec``; default: the
     embedded renderer at ``seed``), edited along ``attribute``."""
     # Imported lazily: the picture command works on user images without the synthesis package.
-    from comface_hf.synthesis.spec import GeneratorSpec, build_generator, embedded_spec_for, specs_from_config
+    from comface_hf.synthesis.spec import build_generator, embedded_spec_for, specs_from_config
 
-    specs = specs_from_config(generator_spec) or [GeneratorSpec(seed=seed)]
-    generator = build_generator(embedded_spec_for(specs, image_size), "cpu")
+    generator = build_generator(embedded_spec_for(specs_from_config(generator_spec), image_size, seed), "cpu")
     identities = torch.arange(rows, dtype=torch.long)
     attributes = torch.full((rows,), generator.attribute_index(attribute), dtype=torch.long)
     alphas = torch.linspace(2.5, 5.0, rows) if rows > 1 else torch.full((1,), 5.0)  # strong edits in [-5, 5]

@@ -225,10 +225,9 @@ def face_images(num_images: int, image_size: int, seed: int = 0, generator_spec:
     ``generator_spec``: a model's ``config.generator_spec``: the faces come from the embedded renderer that model was
     trained or calibrated with (its renderer version and growth; :func:`~comface_hf.synthesis.spec.embedded_spec_for`);
     default: the embedded renderer at ``seed``."""
-    from comface_hf.synthesis.spec import GeneratorSpec, build_generator, embedded_spec_for, specs_from_config
+    from comface_hf.synthesis.spec import build_generator, embedded_spec_for, specs_from_config
 
-    specs = specs_from_config(generator_spec) or [GeneratorSpec(seed=seed)]
-    generator = build_generator(embedded_spec_for(specs, max(32, image_size)))
+    generator = build_generator(embedded_spec_for(specs_from_config(generator_spec), max(32, image_size), seed))
     ids = torch.arange(FACE_IDENTITY_OFFSET, FACE_IDENTITY_OFFSET + num_images)
     images = generator.render(ids, torch.zeros(num_images, dtype=torch.long), torch.zeros(num_images))
     if images.shape[-1] != image_size:

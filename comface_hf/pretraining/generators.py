@@ -74,7 +74,6 @@ def generator_specs(args: Any) -> list[GeneratorSpec]:
             entry.setdefault("truncation_psi", 1.0)
             entry["normalize_directions"] = bool(entry.get("normalize_directions"))
             entry.setdefault("attributes", "all")
-            entry.setdefault("warps", "")
             entry["kwargs"] = entry.get("kwargs") or {}
             specs.append(run_spec(args, **entry))
         return specs

@@ -290,9 +290,10 @@ def _latents(editor, ids: np.ndarray) -> np.ndarray:
     return w[:, 0] if w.ndim == 3 else w  # a W-space boundary: the (shared) first layer's w
 
 
-def _render_and_label(editor, labeller: Callable, ids: np.ndarray, attribute: int, alphas: np.ndarray,
+def render_and_label(editor, labeller: Callable, ids: np.ndarray, attribute: int, alphas: np.ndarray,
                       batch: int) -> dict[str, np.ndarray]:
-    """Labels of the rendered images, batch by batch (a StyleGAN's 1024 px images are never all held at once)."""
+    """Labels of ``editor``'s images (any generator with ``render``) of ``ids`` at ``attribute`` and ``alphas``
+    (one per id), batch by batch (a StyleGAN's 1024 px images are never all held at once)."""
     parts: dict[str, list] = {}
     for s in range(0, len(ids), batch):
         images = _render(editor, ids[s:s + batch], attribute, alphas[s:s + batch], batch)
@@ -332,7 +333,7 @@ def find_directions(
     editor = _editor(G, seed, truncation_psi, device, None)
     ids = np.arange(int(samples), dtype=np.int64)
     latents = _latents(editor, ids)
-    labels = _render_and_label(editor, labeller, ids, 0, np.zeros(len(ids)), batch_size)
+    labels = render_and_label(editor, labeller, ids, 0, np.zeros(len(ids)), batch_size)
     log(f"rendered and labelled {len(ids)} samples in {time.time() - t0:.0f} s")
     needed = set(attributes) | set(nuisances)
     if conditions is None:
@@ -394,7 +395,7 @@ def _edit_effect(G, labeller, directions, nuisances, labels, labelled, report, s
     for a, name in enumerate(editor.attribute_names):
         both = np.concatenate([ids, ids])
         alphas = np.concatenate([np.full(count, -alpha), np.full(count, alpha)])
-        got = _render_and_label(editor, labeller, both, a, alphas, batch_size)
+        got = render_and_label(editor, labeller, both, a, alphas, batch_size)
         entry = {"identities": int(count)}
         for key in [name] + list(nuisances):
             lo, hi = got[key][:count], got[key][count:]
@@ -581,7 +582,7 @@ def main(argv: Optional[Sequence[str]] = None) -> DirectionsResult:
 
 __all__ = ["DEFAULT_ATTRIBUTES", "DEFAULT_NUISANCES", "DirectionsResult", "FaceLabeller", "LABEL_DEFINITIONS",
            "edit_sheet", "find_directions", "fit_direction", "heldout_scores", "landmark_geometry", "main",
-           "orthonormal_basis", "project_out", "report_markdown", "save_directions"]
+           "orthonormal_basis", "project_out", "render_and_label", "report_markdown", "save_directions"]
 
 if __name__ == "__main__":
     from ..errors import run_cli

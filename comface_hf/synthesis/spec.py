@@ -99,15 +99,18 @@ def specs_to_config(specs: Sequence[GeneratorSpec]) -> Union[dict, list]:
     return values[0] if len(values) == 1 else values
 
 
-def embedded_spec_for(specs: Sequence[GeneratorSpec], image_size: Optional[int] = None) -> GeneratorSpec:
-    """The embedded renderer a model trained on ``specs`` is checked with (same-person calibration).
+def embedded_spec_for(specs: Sequence[GeneratorSpec], image_size: Optional[int] = None,
+                      default_seed: int = 0) -> GeneratorSpec:
+    """The embedded renderer a model trained on ``specs`` is checked with (same-person calibration, pictures,
+    synthetic tasks).
 
     The run's own embedded generator when it had one; otherwise (latent edits only) the embedded renderer at the
-    run's seed, renderer version and growth, since calibration renders unseen identities of the embedded renderer.
+    run's seed, renderer version and growth, since calibration renders unseen identities of the embedded renderer;
+    with no specs at all (an older model, or none), the default embedded renderer at ``default_seed``.
     Never compiled: calibration renders a few hundred faces once.
     """
     if not specs:
-        spec = GeneratorSpec()
+        spec = GeneratorSpec(seed=default_seed)
     else:
         spec = next((s for s in specs if s.generator == "embedded"), None) or GeneratorSpec(
             seed=specs[0].seed, renderer_version=specs[0].renderer_version,

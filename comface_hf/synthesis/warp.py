@@ -27,10 +27,9 @@ Alpha > 0 means more (older, heavier, more smiling), as for every attribute. Gri
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -66,25 +65,21 @@ def _growth_strain(k: float, points: np.ndarray) -> Callable[[np.ndarray], np.nd
     up = np.array([0.0, -1.0])  # image y grows downwards
     centre = mid + GROWTH_CENTRE_ABOVE_EYES_IOD * iod * up
 
-    def strain(q: np.ndarray) -> np.ndarray:
+    def strain(q: np.ndarray, invert: bool = False) -> np.ndarray:
+        """The strain, or its inverse: theta is kept, so R is multiplied or divided by the same factor."""
         d = q - centre
         r = np.linalg.norm(d, axis=-1, keepdims=True)
         cos = np.where(r > 0, (d @ up)[..., None] / np.maximum(r, 1e-12), 1.0)
-        return centre + d * (1 + k * (1 - cos))
-
-    def unstrain(q: np.ndarray) -> np.ndarray:
-        d = q - centre
-        r = np.linalg.norm(d, axis=-1, keepdims=True)
-        cos = np.where(r > 0, (d @ up)[..., None] / np.maximum(r, 1e-12), 1.0)
-        return centre + d / (1 + k * (1 - cos))
+        factor = 1 + k * (1 - cos)
+        return centre + (d / factor if invert else d * factor)
 
     # the similarity that takes the strained eyes back: eyes are symmetric about the strain's vertical axis only
     # approximately, so fit it on both eye centres (a scale about the strained mid-eye point plus a shift)
     sl, sr = strain(left[None])[0], strain(right[None])[0]
     smid, scale = (sl + sr) / 2, float(np.linalg.norm(sr - sl)) / iod
 
-    def inverse(q: np.ndarray) -> np.ndarray:  # output = mid + (strain(p) - smid) / scale  =>  p = unstrain(...)
-        return unstrain(smid + (q - mid) * scale)
+    def inverse(q: np.ndarray) -> np.ndarray:  # output = mid + (strain(p) - smid) / scale  =>  p = strain^-1(...)
+        return strain(smid + (q - mid) * scale, invert=True)
 
     return inverse
 
@@ -169,8 +164,8 @@ def frame_grid(points: np.ndarray, size: int) -> torch.Tensor:
     otherwise trains on larger faces than it is later shown."""
     from ..face_frame import frame_quad
 
-    top_left, bottom_left, _, top_right = frame_quad(points[36:42].mean(0), points[42:48].mean(0),
-                                                     (points[48] + points[54]) / 2)
+    left, right, _ = _eyes(points)
+    top_left, bottom_left, _, top_right = frame_quad(left, right, (points[48] + points[54]) / 2)
     t = (np.arange(size) + 0.5) / size  # pixel centres along the frame's side, align_corners=False
     v, u = np.meshgrid(t, t, indexing="ij")
     source = top_left + u[..., None] * (top_right - top_left) + v[..., None] * (bottom_left - top_left)

@@ -4,7 +4,6 @@ never sees (so the protocol runs end to end without a research database)."""
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 from typing import Any
 
@@ -100,16 +99,12 @@ def make_synthetic_task(
         raise ValueError("need num_subjects >= 1 and images_per_subject >= 2 (pairs are within subjects)")
     if generator is None:
         # Imported lazily: the generator module is heavier and not needed for real data.
-        from comface_hf.synthesis.spec import (
-            GeneratorSpec,
-            build_generator,
-            embedded_spec_for,
-            specs_from_config,
-        )
+        from comface_hf.synthesis.spec import build_generator, embedded_spec_for, specs_from_config
 
-        specs = specs_from_config(generator_spec) or [GeneratorSpec(seed=seed)]
-        # the model's renderer (version, growth), with the identities this task's seed draws
-        generator = build_generator(dataclasses.replace(embedded_spec_for(specs, image_size), seed=seed), device)
+        # the model's renderer (version, growth; the default one without a spec), with the identities this task's
+        # seed draws
+        spec = embedded_spec_for(specs_from_config(generator_spec), image_size)
+        generator = build_generator(dataclasses.replace(spec, seed=seed), device)
     attribute = int(generator.attribute_index(SYNTHETIC_TASK_ATTRIBUTES[task]))
 
     rng = np.random.default_rng([seed, 0x5EED, list(SYNTHETIC_TASK_ATTRIBUTES).index(task)])
