@@ -57,6 +57,12 @@ TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
                                          "ComFace mix+frame s*", "ComFace mix+warps s* vs ComFace mix s*",
                                          "ComFace mix+coupled s* vs ComFace mix s*",
                                          "ComFace mix+frame s* vs ComFace mix s*")),
+        # how a pair is made (issue 24): y cropped as x1, a capture shared within a pair, the DCGAN smile conditioned
+        # on mouth opening, the signed target; three pretraining seeds each against the mix's three, and the mix 10x
+        # longer
+        "realface_dcgan_pairs": ((), tuple(
+            p for v in ("mix", "mix+pair-crop", "mix+same-session", "mix+smile-cond", "mix+signed")
+            for p in (f"ComFace {v} s*",) + ((f"ComFace {v} s* vs ComFace mix s*",) if v != "mix" else ()))),
     },
     "realface": {  # "Real faces: linear and fine-tuning", the alignment table and the renderer ablations
         "realface": ((), ()),

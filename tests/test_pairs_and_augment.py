@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from comface_hf.pretraining.augment import augment_batch, color_jitter, step_generator
+from comface_hf.pretraining.augment import AugmentationConfig, augment_batch, color_jitter, step_generator
 from comface_hf.pretraining.pairs import CorpusPairSampler, Curriculum, StreamingPairSampler, split_identities
 
 GRID = np.round(np.arange(-50, 51) / 10, 1)
@@ -88,6 +88,39 @@ def test_augmentation_views_differ_and_are_reproducible():
     # Per-image parameters: two copies of one image get different views in the same call.
     same = augment_batch(images[:1].expand(8, -1, -1, -1).contiguous(), step_generator(0, 0, 0, 0, 0))
     assert (same[0] - same[1:]).abs().flatten(1).mean(1).min() > 0
+
+
+def test_shared_pair_geometry_crops_and_flips_y_as_x1():
+    images = torch.rand(8, 3, 32, 32)
+    x1, geometry = augment_batch(images, step_generator(0, 1, 5, 0, 0), return_geometry=True)
+    torch.testing.assert_close(x1, augment_batch(images, step_generator(0, 1, 5, 0, 0)), rtol=0, atol=0)
+    own = augment_batch(images, step_generator(0, 1, 5, 0, 2))
+    shared = augment_batch(images, step_generator(0, 1, 5, 0, 2), geometry=geometry)
+    assert (own - shared).abs().mean() > 0.01  # a different crop
+    # With colour off, a view cropped and flipped as x1 is x1 itself; the independent view is not.
+    plain = AugmentationConfig(jitter_p=0.0, grayscale_p=0.0)
+    a, geo = augment_batch(images, step_generator(0, 1, 5, 0, 0), plain, return_geometry=True)
+    torch.testing.assert_close(augment_batch(images, step_generator(0, 1, 5, 0, 2), plain, geometry=geo), a,
+                               rtol=0, atol=0)
+    assert (augment_batch(images, step_generator(0, 1, 5, 0, 2), plain) - a).abs().mean() > 0.01
+    with pytest.raises(ValueError, match="geometry"):
+        augment_batch(images[:4], step_generator(0, 1, 5, 0, 2), geometry=geometry)
+
+
+def test_same_session_pairs_share_capture_with_the_given_probability():
+    from comface_hf.pretraining.sources import StreamingPairs
+
+    source = StreamingPairs.__new__(StreamingPairs)  # only the capture index is under test
+    source.seed, source.shared_capture_p = 3, 0.0
+    assert source.same_session(0, 0, 64) is None  # off: every image its own photo (the stream as before)
+    source.shared_capture_p = 0.5
+    index = source.same_session(2, 128, 400)
+    torch.testing.assert_close(index, source.same_session(2, 128, 400), rtol=0, atol=0)  # a function of the step
+    assert torch.equal(index[:400], torch.arange(400))  # the first photos keep their own capture
+    shared = index[400:] < 400
+    assert torch.equal(index[400:][shared], torch.arange(400)[shared])  # y takes its own x's settings
+    assert 0.4 < float(shared.float().mean()) < 0.6
+    assert not torch.equal(index, source.same_session(3, 128, 400))
 
 
 def test_color_jitter_matches_torchvision_per_operation():

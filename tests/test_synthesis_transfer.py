@@ -9,7 +9,7 @@ from PIL import Image
 
 from comface_hf.face_frame import CANONICAL_KEY_POINTS
 from comface_hf.synthesis import EmbeddedFaceGenerator
-from comface_hf.synthesis.photographic import image_statistics, photographic
+from comface_hf.synthesis.photographic import CaptureRanges, image_statistics, photographic
 
 
 def _pil(img: torch.Tensor) -> Image.Image:
@@ -139,3 +139,24 @@ def test_pretrain_presets_and_attributes() -> None:
     assert len(_attribute_indices(default.attributes, gen)) == len(default.attributes.split(","))
     assert list(_attribute_indices("all", gen)) == list(range(43))  # the paper's 43: AUs are opt-in
     assert "brow_raise_AU1_2" not in PRESETS["paper"].get("attributes", "all")
+
+
+def test_photographic_capture_shared_within_a_session() -> None:
+    """settings_from: an image takes another's camera settings (a pair shot in one session); grain stays its own."""
+    gen = EmbeddedFaceGenerator(image_size=48)
+    x = gen.render(torch.arange(8), torch.zeros(8, dtype=torch.long), torch.zeros(8))
+    pairs = torch.cat([x, x])  # y = x: any difference between a pair's two photos is the capture's
+    own = photographic(pairs, torch.Generator().manual_seed(3), 1.0)
+    identity = photographic(pairs, torch.Generator().manual_seed(3), 1.0, settings_from=torch.arange(16))
+    assert torch.equal(own, identity)  # the identity index changes nothing (same draws)
+    session = torch.cat([torch.arange(8), torch.arange(8)])
+    shared = photographic(pairs, torch.Generator().manual_seed(3), 1.0, settings_from=session)
+    assert torch.equal(shared[:8], own[:8])  # the first photos are untouched
+    gap_own = (own[8:] - own[:8]).abs().mean()
+    gap_shared = (shared[8:] - shared[:8]).abs().mean()
+    assert gap_shared < 0.35 * gap_own, (gap_shared, gap_own)  # only grain (and JPEG on it) tells them apart
+    no_grain = photographic(pairs, torch.Generator().manual_seed(3), 1.0, settings_from=session,
+                            ranges=CaptureRanges(grain=0.0))
+    torch.testing.assert_close(no_grain[8:], no_grain[:8], rtol=0, atol=1 / 255)
+    with pytest.raises(ValueError, match="settings_from"):
+        photographic(pairs, torch.Generator(), 1.0, settings_from=torch.arange(8))

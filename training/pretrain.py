@@ -101,6 +101,11 @@ class PretrainArguments:
                                       "child proportions); --craniofacial_growth False is the growth ablation."})
     photographic: float = field(default=0.0, metadata={"help": "Strength of per-image photographic capture "
                                 "randomisation of streamed pairs (comface_hf.synthesis.photographic; 0: off, 1: measured)."})
+    shared_capture_p: float = field(default=0.0, metadata={"help": "Probability that a pair's two images share one "
+                                    "capture (same camera and session, e.g. video frames); 0: each image its own photo."})
+    pair_geometry: str = field(default="independent", metadata={"help": "independent (the paper: y cropped and flipped "
+                               "on its own) or shared (y cropped and flipped as the view it is compared with, as real "
+                               "pairs are aligned into one face frame)."})
     compile_generator: bool = field(default=False, metadata={"help": "torch.compile the embedded renderer (same "
                                     "pixels, 5-8x faster on CPU; 30-45 s to compile once per size)."})
     samples_per_epoch: int = field(default=4096, metadata={"help": "Pairs per epoch when streaming."})
@@ -207,6 +212,10 @@ def parse_arguments(argv: Optional[list[str]] = None) -> PretrainArguments:
     if args.validation == "probe" and not METHODS[args.method].has_probe_validation:
         parser.error(f"--validation probe probes ComFace's backbone f; --method {args.method} has none: use "
                      "--validation synthetic")
+    if args.pair_geometry not in ("independent", "shared"):
+        parser.error(f"--pair_geometry must be independent or shared, got {args.pair_geometry!r}")
+    if not 0.0 <= args.shared_capture_p <= 1.0:
+        parser.error(f"--shared_capture_p is a probability in [0, 1], got {args.shared_capture_p}")
     if args.profile_steps < 0:
         parser.error(f"--profile_steps must be >= 0 (0: no profile), got {args.profile_steps}")
     if not args.craniofacial_growth and args.renderer_version == "1.1.0":

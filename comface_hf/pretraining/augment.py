@@ -48,20 +48,29 @@ def crop_boxes(n: int, height: int, width: int, cfg: AugmentationConfig, g: torc
     return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
 
 
-def augment_batch(images: torch.Tensor, generator: torch.Generator, cfg: AugmentationConfig = AugmentationConfig()) -> torch.Tensor:
+def augment_batch(images: torch.Tensor, generator: torch.Generator, cfg: AugmentationConfig = AugmentationConfig(),
+                  geometry: tuple[torch.Tensor, torch.Tensor] | None = None, return_geometry: bool = False):
     """One random view of each image.
 
     Args:
         images: `[N, 3, H, W]` float in [0, 1], on any device.
         generator: a CPU torch.Generator; all parameters are drawn from it (device-independent).
+        geometry: optional `(boxes [N, 4], flip [N])` of another view to crop and flip exactly as (its own are still
+            drawn, so the colour draws stay those of the generator).
+        return_geometry: also return this view's `(boxes, flip)`.
 
     Returns:
-        `[N, 3, H, W]` float in [0, 1] on the images' device.
+        `[N, 3, H, W]` float in [0, 1] on the images' device (and `(boxes, flip)` with `return_geometry`).
     """
     n, _, height, width = images.shape
     device = images.device
     boxes = crop_boxes(n, height, width, cfg, generator)
     flip = torch.rand(n, generator=generator) < cfg.flip_p
+    if geometry is not None:
+        if geometry[0].shape != boxes.shape or geometry[1].shape != flip.shape:
+            raise ValueError(f"geometry must be (boxes [{n}, 4], flip [{n}]) for {n} images, got "
+                             f"{tuple(geometry[0].shape)} and {tuple(geometry[1].shape)}")
+        boxes, flip = geometry
     jitter = torch.rand(n, generator=generator) < cfg.jitter_p
     brightness = uniform_draws(n, 1 - cfg.brightness, 1 + cfg.brightness, generator)
     contrast = uniform_draws(n, 1 - cfg.contrast, 1 + cfg.contrast, generator)
@@ -78,7 +87,8 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, cfg: Augment
     out = torch.where(flip.to(device).view(-1, 1, 1, 1), out.flip(-1), out)
     out = color_jitter(out, brightness, contrast, saturation, hue)
     grayscale = TF.rgb_to_grayscale(out, num_output_channels=3)
-    return torch.where(gray.to(device).view(-1, 1, 1, 1), grayscale, out)
+    out = torch.where(gray.to(device).view(-1, 1, 1, 1), grayscale, out)
+    return (out, (boxes, flip)) if return_geometry else out
 
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale

@@ -221,6 +221,16 @@ def validate(method: PretrainingMethod, model, val_source, accelerator, processo
         model.train()
 
 
+def pair_options(args: Any) -> str:
+    """The non-default ways a pair was made, as the model card states them ("" for the paper's)."""
+    parts = []
+    if getattr(args, "pair_geometry", "independent") == "shared":
+        parts.append("y cropped and flipped as x1 (--pair_geometry shared)")
+    if getattr(args, "shared_capture_p", 0.0) > 0:
+        parts.append(f"a pair's two images share one capture with probability {args.shared_capture_p}")
+    return "; " + "; ".join(parts) if parts else ""
+
+
 def model_card_values(args: Any, metrics: dict, steps: int, world: int, stream_generator=None) -> dict:
     """The model card's training data, procedure and validation lines for a ComFace run."""
     data = (
@@ -239,7 +249,8 @@ def model_card_values(args: Any, metrics: dict, steps: int, world: int, stream_g
         f"`training/pretrain.py --preset {args.preset}`: {args.learning} learning, intra target {args.intra_target}, "
         f"curriculum {'off' if args.no_curriculum else 'on (Eq. 2, S_max = corpus span, stages ' + args.curriculum_stage_epochs + ' of 12 epochs, scaled)'}; "
         f"{args.num_epochs} epochs, {steps} optimiser steps, global batch {args.global_batch_size} on {world} process(es); "
-        f"Adam lr {args.learning_rate} halved at epoch {args.lr_decay_epoch} of 12 (scaled); seed {args.seed}."
+        f"Adam lr {args.learning_rate} halved at epoch {args.lr_decay_epoch} of 12 (scaled); seed {args.seed}"
+        f"{pair_options(args)}."
     )
     validation = {k: v for k, v in metrics.items() if k.startswith("val_")}
     return {"training_data": data, "training_procedure": procedure, "validation": validation,

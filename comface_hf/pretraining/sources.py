@@ -33,6 +33,7 @@ class StreamingPairs:
         self.generator = build_generator(spec, device)
         self.attributes = _attribute_indices(args.attributes, self.generator)
         self.photographic, self.seed = spec.photographic, args.seed
+        self.shared_capture_p = getattr(args, "shared_capture_p", 0.0)
         grid = alpha_grid(args.alpha_min, args.alpha_max, args.alpha_step).numpy()
         self.sampler = StreamingPairSampler(identities, len(self.attributes), grid, seed=args.seed)
 
@@ -51,9 +52,23 @@ class StreamingPairs:
             state = np.random.SeedSequence([self.seed, epoch + 1, start, 0x9407]).generate_state(2, np.uint32)
             g = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
             with stage("capture"):
-                images = photographic(images, g, self.photographic)
+                images = photographic(images, g, self.photographic,
+                                      settings_from=self.same_session(epoch, start, count))
         x, y = images.chunk(2)
         return {"x": x, "y": y, "alpha_x": alpha_x, "alpha_y": alpha_y, "identity": identity, "attribute": attribute}
+
+    def same_session(self, epoch: int, start: int, count: int) -> Optional[torch.Tensor]:
+        """The capture index for ``photographic(settings_from=)``: with probability ``shared_capture_p`` a pair's y is
+        taken in x's session (same camera settings, as the frames of one video or the photos of one clinic visit);
+        otherwise each image is its own photo (years apart, other cameras). ``None`` when no pair shares."""
+        if self.shared_capture_p <= 0:
+            return None
+        state = np.random.SeedSequence([self.seed, epoch + 1, start, 0x5E55]).generate_state(2, np.uint32)
+        g = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+        shared = torch.rand(count, generator=g) < self.shared_capture_p
+        index = torch.arange(2 * count)
+        index[count:] = torch.where(shared, torch.arange(count), index[count:])
+        return index
 
 
 class CorpusPairs:
@@ -111,6 +126,7 @@ class GeneratorPairs(StreamingPairs):
         self.generator = generator
         self.attributes = np.arange(len(generator.attribute_names))
         self.photographic, self.seed = args.photographic, args.seed  # capture variation applies to any generator
+        self.shared_capture_p = getattr(args, "shared_capture_p", 0.0)
         grid = alpha_grid(args.alpha_min, args.alpha_max, args.alpha_step).numpy()
         self.sampler = StreamingPairSampler(identities, len(self.attributes), grid, seed=args.seed)
 
@@ -174,8 +190,15 @@ class EpochBatches(torch.utils.data.Dataset):
         batch = self.source.batch(self.epoch, (micro * self.world + self.rank) * b, b, self.s)
         x, y = batch.pop("x").to(self.device), batch.pop("y").to(self.device)
         with stage("augment"):
-            views = [augment_batch(img, step_generator(self.args.seed, self.epoch, micro, self.rank, v))
-                     for v, img in enumerate((x, x, y))]
+            x1, geometry = augment_batch(x, step_generator(self.args.seed, self.epoch, micro, self.rank, 0),
+                                         return_geometry=True)
+            x2 = augment_batch(x, step_generator(self.args.seed, self.epoch, micro, self.rank, 1))
+            # "shared": y is cropped and flipped as x1 (the view l compares it with), as real pairs are both aligned
+            # into one face frame; its colour jitter stays its own.
+            shared = getattr(self.args, "pair_geometry", "independent") == "shared"
+            y = augment_batch(y, step_generator(self.args.seed, self.epoch, micro, self.rank, 2),
+                              geometry=geometry if shared else None)
+            views = [x1, x2, y]
         return {"x1": views[0], "x2": views[1], "y": views[2], "micro": micro, **batch}
 
 

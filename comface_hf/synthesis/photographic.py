@@ -108,7 +108,7 @@ def _jpeg_torchvision(images: torch.Tensor, quality: Sequence[int]) -> torch.Ten
 
 def photographic(
     images: torch.Tensor, generator: torch.Generator, strength: float = DEFAULT_STRENGTH,
-    ranges: CaptureRanges = CaptureRanges(), jpeg_backend: str = "auto",
+    ranges: CaptureRanges = CaptureRanges(), jpeg_backend: str = "auto", settings_from: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One random capture of each image.
 
@@ -146,6 +146,11 @@ def photographic(
     jpeg = torch.rand(n, generator=generator) < min(1.0, r.jpeg_p * s)
     quality = (r.jpeg_quality_min + (95 - r.jpeg_quality_min) * torch.rand(n, generator=generator)).round()
     noise_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    if settings_from is not None:  # drawn as usual (the stream stays the same), then copied from the source image
+        if settings_from.shape != (n,) or bool((settings_from < 0).any() | (settings_from >= n).any()):
+            raise ValueError(f"settings_from must be an [N] = [{n}] index into the images, got {tuple(settings_from.shape)}")
+        exposure, gamma, contrast, wb, sigma, grain, grey, faded, fade_amount, jpeg, quality = (
+            t[settings_from] for t in (exposure, gamma, contrast, wb, sigma, grain, grey, faded, fade_amount, jpeg, quality))
 
     def v(t: torch.Tensor) -> torch.Tensor:
         return t.to(dev, images.dtype).view(n, *([1] * (images.ndim - 1)))
