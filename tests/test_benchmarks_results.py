@@ -261,8 +261,24 @@ def test_geometry_row():
            zero_shot("dcgan:age"))
 
 
-def test_probe_validation_over_twelve_checkpoints():
-    spearman = json.loads((RESULTS / "probe_validation_geometry.json").read_text())["spearman"]
-    quoted("a validation that tracks transfer", "over 12 checkpoints of the mix recipe: probe age {:+.2f}, probe smile "
+def test_probe_validation_over_twenty_checkpoints():
+    spearman = json.loads((RESULTS / "probe_validation_mixrecipe.json").read_text())["spearman"]
+    quoted("a validation that tracks transfer", "over 20 checkpoints of the mix recipe: probe age {:+.2f}, probe smile "
            "{:+.2f}, synthetic val {:+.2f} / {:+.2f}", spearman["probe age vs fgnet"], spearman["probe smile vs jaffe"],
-           spearman["synthetic val vs fgnet (12 pretrained rows)"], spearman["synthetic val vs jaffe (12 pretrained rows)"])
+           spearman["synthetic val vs fgnet (20 pretrained rows)"], spearman["synthetic val vs jaffe (20 pretrained rows)"])
+
+
+def test_pair_study_figures():
+    claim = "how a pair is made"
+
+    def diff(variant: str, dataset: str) -> tuple[float, float, float]:
+        found = [r for r in csv.DictReader(open(RESULTS / "realface_paired.csv"))
+                 if (r["source"], r["dataset"], r["kind"], r["method"]) ==
+                 ("realface_dcgan_pairs", dataset, "paired", f"ComFace mix+{variant} s*")]
+        assert len(found) == 1 and found[0]["runs"] == "3" and found[0]["reference"] == "ComFace mix s*"
+        return tuple(float(found[0][k]) for k in ("mean", "ci_low", "ci_high"))
+
+    quoted(claim, "shared crop FG-NET {:+.3f} [{:+.3f}, {:+.3f}], JAFFE {:+.3f} [{:+.3f}, {:+.3f}]",
+           *diff("pair-crop", "fgnet"), *diff("pair-crop", "jaffe"))
+    quoted(claim, "shared capture FG-NET {:+.3f} [{:+.3f}, {:+.3f}], JAFFE {:+.3f} [{:+.3f}, {:+.3f}]",
+           *diff("same-session", "fgnet"), *diff("same-session", "jaffe"))
