@@ -63,6 +63,7 @@ TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         "realface_dcgan_pairs": ((), tuple(
             p for v in ("mix", "mix+pair-crop", "mix+same-session", "mix+smile-cond", "mix+signed")
             for p in (f"ComFace {v} s*",) + ((f"ComFace {v} s* vs ComFace mix s*",) if v != "mix" else ()))),
+        "realface_dcgan_long": ((), ()),  # the mix recipe 10.7x longer (12 epochs x 8,192 pairs), seed 0
     },
     "realface": {  # "Real faces: linear and fine-tuning", the alignment table and the renderer ablations
         "realface": ((), ()),

@@ -282,3 +282,10 @@ def test_pair_study_figures():
            *diff("pair-crop", "fgnet"), *diff("pair-crop", "jaffe"))
     quoted(claim, "shared capture FG-NET {:+.3f} [{:+.3f}, {:+.3f}], JAFFE {:+.3f} [{:+.3f}, {:+.3f}]",
            *diff("same-session", "fgnet"), *diff("same-session", "jaffe"))
+
+
+def test_longer_mix_figures():
+    def corr(dataset: str) -> float:
+        return value("realface_dcgan.csv", "pearson_mean", source="realface_dcgan_long", dataset=dataset,
+                     method="ComFace mix 10x s0")
+    quoted("the mix 10.7x longer", "real faces FG-NET {:.3f}, JAFFE {:.3f}", corr("fgnet"), corr("jaffe"))
