@@ -64,6 +64,7 @@ TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
             p for v in ("mix", "mix+pair-crop", "mix+same-session", "mix+smile-cond", "mix+signed")
             for p in (f"ComFace {v} s*",) + ((f"ComFace {v} s* vs ComFace mix s*",) if v != "mix" else ()))),
         "realface_dcgan_long": ((), ()),  # the mix recipe 10.7x longer (12 epochs x 8,192 pairs), seed 0
+        "realface_dcgan_long_ft": ((), ()),  # the same checkpoint fine-tuned (realface_dcgan_ft's settings)
     },
     "realface": {  # "Real faces: linear and fine-tuning", the alignment table and the renderer ablations
         "realface": ((), ()),
