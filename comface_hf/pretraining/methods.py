@@ -224,9 +224,9 @@ def validate(method: PretrainingMethod, model, val_source, accelerator, processo
 def pair_options(args: Any) -> str:
     """The non-default ways a pair was made, as the model card states them ("" for the paper's)."""
     parts = []
-    if getattr(args, "pair_geometry", "independent") == "shared":
+    if args.pair_geometry == "shared":
         parts.append("y cropped and flipped as x1 (--pair_geometry shared)")
-    if getattr(args, "shared_capture_p", 0.0) > 0:
+    if args.shared_capture_p > 0:
         parts.append(f"a pair's two images share one capture with probability {args.shared_capture_p}")
     return "; " + "; ".join(parts) if parts else ""
 

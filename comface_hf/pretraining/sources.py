@@ -33,7 +33,7 @@ class StreamingPairs:
         self.generator = build_generator(spec, device)
         self.attributes = _attribute_indices(args.attributes, self.generator)
         self.photographic, self.seed = spec.photographic, args.seed
-        self.shared_capture_p = getattr(args, "shared_capture_p", 0.0)
+        self.shared_capture_p = args.shared_capture_p
         grid = alpha_grid(args.alpha_min, args.alpha_max, args.alpha_step).numpy()
         self.sampler = StreamingPairSampler(identities, len(self.attributes), grid, seed=args.seed)
 
@@ -49,10 +49,8 @@ class StreamingPairs:
         if self.photographic > 0:  # each image of a pair is its own photo: capture drawn per (seed, epoch, index)
             from ..synthesis.photographic import photographic
 
-            state = np.random.SeedSequence([self.seed, epoch + 1, start, 0x9407]).generate_state(2, np.uint32)
-            g = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
             with stage("capture"):
-                images = photographic(images, g, self.photographic,
+                images = photographic(images, _batch_generator(self.seed, epoch, start, 0x9407), self.photographic,
                                       settings_from=self.same_session(epoch, start, count))
         x, y = images.chunk(2)
         return {"x": x, "y": y, "alpha_x": alpha_x, "alpha_y": alpha_y, "identity": identity, "attribute": attribute}
@@ -63,12 +61,17 @@ class StreamingPairs:
         otherwise each image is its own photo (years apart, other cameras). ``None`` when no pair shares."""
         if self.shared_capture_p <= 0:
             return None
-        state = np.random.SeedSequence([self.seed, epoch + 1, start, 0x5E55]).generate_state(2, np.uint32)
-        g = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
-        shared = torch.rand(count, generator=g) < self.shared_capture_p
+        shared = torch.rand(count, generator=_batch_generator(self.seed, epoch, start, 0x5E55)) < self.shared_capture_p
         index = torch.arange(2 * count)
         index[count:] = torch.where(shared, torch.arange(count), index[count:])
         return index
+
+
+def _batch_generator(seed: int, epoch: int, start: int, stream: int) -> torch.Generator:
+    """A CPU generator that depends only on (seed, epoch, first pair of the batch, stream): a worker can draw ahead
+    and a resumed run draws the same."""
+    state = np.random.SeedSequence([seed, epoch + 1, start, stream]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
 
 
 class CorpusPairs:
@@ -126,7 +129,7 @@ class GeneratorPairs(StreamingPairs):
         self.generator = generator
         self.attributes = np.arange(len(generator.attribute_names))
         self.photographic, self.seed = args.photographic, args.seed  # capture variation applies to any generator
-        self.shared_capture_p = getattr(args, "shared_capture_p", 0.0)
+        self.shared_capture_p = args.shared_capture_p
         grid = alpha_grid(args.alpha_min, args.alpha_max, args.alpha_step).numpy()
         self.sampler = StreamingPairSampler(identities, len(self.attributes), grid, seed=args.seed)
 
@@ -195,11 +198,9 @@ class EpochBatches(torch.utils.data.Dataset):
             x2 = augment_batch(x, step_generator(self.args.seed, self.epoch, micro, self.rank, 1))
             # "shared": y is cropped and flipped as x1 (the view l compares it with), as real pairs are both aligned
             # into one face frame; its colour jitter stays its own.
-            shared = getattr(self.args, "pair_geometry", "independent") == "shared"
             y = augment_batch(y, step_generator(self.args.seed, self.epoch, micro, self.rank, 2),
-                              geometry=geometry if shared else None)
-            views = [x1, x2, y]
-        return {"x1": views[0], "x2": views[1], "y": views[2], "micro": micro, **batch}
+                              geometry=geometry if self.args.pair_geometry == "shared" else None)
+        return {"x1": x1, "x2": x2, "y": y, "micro": micro, **batch}
 
 
 def epoch_loader(source, args, epoch: int, s: float, first_micro: int, micro_per_epoch: int, accelerator):
