@@ -26,16 +26,22 @@ class StreamingPairs:
 
     max_pairs = float("inf")
 
-    def __init__(self, args, device: torch.device, identities: np.ndarray, spec: Optional[GeneratorSpec] = None):
+    def __init__(self, args, generator, identities: np.ndarray, attributes: np.ndarray, photographic: float):
+        """``attributes``: the generator's attribute indices the sampler draws from; ``photographic``: capture strength."""
         from ..synthesis import alpha_grid
 
-        spec = spec or embedded_spec(args)
-        self.generator = build_generator(spec, device)
-        self.attributes = _attribute_indices(args.attributes, self.generator)
-        self.photographic, self.seed = spec.photographic, args.seed
+        self.generator, self.attributes = generator, attributes
+        self.photographic, self.seed = photographic, args.seed
         self.shared_capture_p = args.shared_capture_p
         grid = alpha_grid(args.alpha_min, args.alpha_max, args.alpha_step).numpy()
         self.sampler = StreamingPairSampler(identities, len(self.attributes), grid, seed=args.seed)
+
+    @classmethod
+    def embedded(cls, args, device: torch.device, identities: np.ndarray, spec: Optional[GeneratorSpec] = None):
+        """The embedded renderer built from ``args`` (or ``spec``), drawing the attributes ``args.attributes`` names."""
+        spec = spec or embedded_spec(args)
+        generator = build_generator(spec, device)
+        return cls(args, generator, identities, _attribute_indices(args.attributes, generator), spec.photographic)
 
     def batch(self, epoch: int, start: int, count: int, s: float) -> dict[str, torch.Tensor]:
         with stage("draw_pairs"):
@@ -124,14 +130,8 @@ class GeneratorPairs(StreamingPairs):
     """StreamingPairs over a prebuilt generator (a latent-edit StyleGAN or a mixture): same sampler, same batches."""
 
     def __init__(self, args, generator, identities: np.ndarray):
-        from ..synthesis import alpha_grid
-
-        self.generator = generator
-        self.attributes = np.arange(len(generator.attribute_names))
-        self.photographic, self.seed = args.photographic, args.seed  # capture variation applies to any generator
-        self.shared_capture_p = args.shared_capture_p
-        grid = alpha_grid(args.alpha_min, args.alpha_max, args.alpha_step).numpy()
-        self.sampler = StreamingPairSampler(identities, len(self.attributes), grid, seed=args.seed)
+        # every attribute the generator owns; capture variation applies to any generator
+        super().__init__(args, generator, identities, np.arange(len(generator.attribute_names)), args.photographic)
 
 
 def build_data(args, accelerator):
@@ -146,8 +146,8 @@ def build_data(args, accelerator):
         if uses_generator_specs(args):
             generator = build_stream_generator(args, accelerator.device)
             return GeneratorPairs(args, generator, train_ids), GeneratorPairs(args, generator, val_ids), args.samples_per_epoch
-        train = StreamingPairs(args, accelerator.device, train_ids)
-        val = StreamingPairs(args, accelerator.device, val_ids)
+        train = StreamingPairs.embedded(args, accelerator.device, train_ids)
+        val = StreamingPairs.embedded(args, accelerator.device, val_ids)
         return train, val, args.samples_per_epoch
     from dataset_builders.comface_synthetic import ComFaceSynthetic
 
