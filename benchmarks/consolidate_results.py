@@ -65,6 +65,14 @@ TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
             for p in (f"ComFace {v} s*",) + ((f"ComFace {v} s* vs ComFace mix s*",) if v != "mix" else ()))),
         "realface_dcgan_long": ((), ()),  # the mix recipe 10.7x longer (12 epochs x 8,192 pairs), seed 0
         "realface_dcgan_long_ft": ((), ()),  # the same checkpoint fine-tuned (realface_dcgan_ft's settings)
+        # what else was screened (issue 24): the two losses alone and a greyscale capture (seed 0 each, against the
+        # mix's three seeds), and at evaluation AdaBN and the three mix seeds' features concatenated
+        # (benchmarks/transfer_diagnostics.py)
+        "realface_dcgan_screens": ((), tuple(
+            p for v in ("mix", "mix+grey", "intra-only", "inter-only")
+            for p in (f"ComFace {v} s*",) + ((f"ComFace {v} s* vs ComFace mix s*",) if v != "mix" else ()))),
+        "realface_dcgan_adabn": ((), ()),
+        "realface_dcgan_ensemble": ((), ()),
     },
     "realface": {  # "Real faces: linear and fine-tuning", the alignment table and the renderer ablations
         "realface": ((), ()),

