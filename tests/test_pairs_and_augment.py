@@ -107,6 +107,26 @@ def test_shared_pair_geometry_crops_and_flips_y_as_x1():
         augment_batch(images[:4], step_generator(0, 1, 5, 0, 2), geometry=geometry)
 
 
+def test_named_augmentations_and_the_crop_override():
+    from comface_hf.pretraining.augment import AUGMENTATIONS, augmentation_config, crop_boxes
+
+    assert augmentation_config() == AugmentationConfig()  # the default views are the ones every run drew before
+    simclr = augmentation_config("simclr")
+    assert simclr.crop_scale == (0.08, 1.0) and simclr.brightness == 0.4 and set(AUGMENTATIONS) == {"half", "simclr"}
+    assert augmentation_config("simclr", 0.25).crop_scale == (0.25, 1.0)
+    assert augmentation_config("simclr", 0.25).brightness == 0.4  # only the crop changes
+    area = {}
+    for name, low in (("half", None), ("simclr", None), ("simclr", 0.25)):
+        boxes = crop_boxes(4000, 64, 64, augmentation_config(name, low), torch.Generator().manual_seed(0))
+        area[(name, low)] = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / 64**2)
+    assert area[("half", None)].min() > 0.55 and area[("simclr", None)].min() < 0.1  # clamped by aspect at the top
+    assert 0.1 < area[("simclr", 0.25)].min() and area[("simclr", None)].mean() < area[("simclr", 0.25)].mean()
+    with pytest.raises(ValueError, match="use one of half, simclr"):
+        augmentation_config("strong")
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        augmentation_config("half", 0.0)
+
+
 def test_same_session_pairs_share_capture_with_the_given_probability():
     from comface_hf.pretraining.sources import StreamingPairs
 

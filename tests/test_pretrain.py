@@ -68,11 +68,14 @@ def test_tiny_run_trains_validates_and_saves(tmp_path):
 
 def test_two_processes_split_pairs_and_agree_on_weights(tmp_path):
     out, dump = tmp_path / "ddp", tmp_path / "dump"
-    # with the non-default pair options on (y cropped as x1, half the pairs sharing a capture), which the card states
+    # with the non-default pair options on (y cropped as x1, half the pairs sharing a capture, SimCLR-strength views
+    # from 25% crops), which the card states
     run(TINY + ["--output_dir", str(out), "--num_epochs", "2", "--debug_dump_dir", str(dump),
-                "--pair_geometry", "shared", "--shared_capture_p", "0.5"], processes=2)
+                "--pair_geometry", "shared", "--shared_capture_p", "0.5", "--augmentation", "simclr",
+                "--crop_scale_min", "0.25"], processes=2)
     card = (out / "model" / "README.md").read_text()
     assert "--pair_geometry shared" in card and "share one capture with probability 0.5" in card
+    assert "--augmentation simclr --crop_scale_min 0.25" in card
     ranks = [json.loads((dump / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world_size"] == 2 for r in ranks)
     assert ranks[0]["pairs"] != ranks[1]["pairs"]  # each process sees different pairs
@@ -146,6 +149,10 @@ def test_bad_options_fail_clearly_and_overwrite_nothing(tmp_path):
     assert result.returncode != 0 and "--pair_geometry must be independent or shared" in result.stderr
     result = run_direct(TINY + ["--output_dir", str(tmp_path / "u"), "--shared_capture_p", "1.5"])
     assert result.returncode != 0 and "--shared_capture_p is a probability" in result.stderr
+    result = run_direct(TINY + ["--output_dir", str(tmp_path / "t"), "--augmentation", "strong"])
+    assert result.returncode != 0 and "--augmentation must be one of half, simclr" in result.stderr
+    result = run_direct(TINY + ["--output_dir", str(tmp_path / "s"), "--crop_scale_min", "0"])
+    assert result.returncode != 0 and "--crop_scale_min is the smallest crop's share" in result.stderr
 
 
 def test_facecycle_pretrains_through_the_same_trainer(tmp_path):

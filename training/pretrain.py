@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from comface_hf import ComFaceImageProcessor  # noqa: E402
 from comface_hf.errors import run_cli  # noqa: E402
+from comface_hf.pretraining.augment import AUGMENTATIONS  # noqa: E402
 from comface_hf.pretraining.distributed import (  # noqa: E402
     check_process_count,
     revert_sync_batchnorm,
@@ -106,6 +107,10 @@ class PretrainArguments:
     pair_geometry: str = field(default="independent", metadata={"help": "independent (the paper: y cropped and flipped "
                                "on its own) or shared (y cropped and flipped as the view it is compared with, as real "
                                "pairs are aligned into one face frame)."})
+    augmentation: str = field(default="half", metadata={"help": "Strength of the SimCLR views: half (default: crops "
+                              "from 80% of the area, jitter 0.2) or simclr (ImageNet SimCLR's: crops from 8%, jitter 0.4)."})
+    crop_scale_min: Optional[float] = field(default=None, metadata={"help": "Smallest crop's share of the image area "
+                                            "(default: the --augmentation's)."})
     compile_generator: bool = field(default=False, metadata={"help": "torch.compile the embedded renderer (same "
                                     "pixels, 5-8x faster on CPU; 30-45 s to compile once per size)."})
     samples_per_epoch: int = field(default=4096, metadata={"help": "Pairs per epoch when streaming."})
@@ -214,6 +219,11 @@ def parse_arguments(argv: Optional[list[str]] = None) -> PretrainArguments:
                      "--validation synthetic")
     if args.pair_geometry not in ("independent", "shared"):
         parser.error(f"--pair_geometry must be independent or shared, got {args.pair_geometry!r}")
+    if args.augmentation not in AUGMENTATIONS:
+        parser.error(f"--augmentation must be one of {', '.join(AUGMENTATIONS)}, got {args.augmentation!r}")
+    if args.crop_scale_min is not None and not 0.0 < args.crop_scale_min <= 1.0:
+        parser.error(f"--crop_scale_min is the smallest crop's share of the image area, in (0, 1]; got "
+                     f"{args.crop_scale_min}")
     if not 0.0 <= args.shared_capture_p <= 1.0:
         parser.error(f"--shared_capture_p is a probability in [0, 1], got {args.shared_capture_p}")
     if args.profile_steps < 0:

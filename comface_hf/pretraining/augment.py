@@ -10,7 +10,7 @@ Seeding per (seed, epoch, step) makes the views a pure function of the step, so 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torchvision.ops import roi_align
@@ -34,6 +34,28 @@ class AugmentationConfig:
     saturation: float = 0.2
     hue: float = 0.05
     grayscale_p: float = 0.1
+
+
+#: ``--augmentation`` names: ``half`` (the default; why in :class:`AugmentationConfig`) and ``simclr``, ImageNet
+#: SimCLR's full strength (crops from 8% of the area, jitter 0.4/0.4/0.4/0.1, grey 0.2). On the DCGAN + renderer mix,
+#: ``simclr`` trades FG-NET age change for JAFFE happiness change (BENCHMARKS.md, "Stronger views").
+AUGMENTATIONS: dict[str, AugmentationConfig] = {
+    "half": AugmentationConfig(),
+    "simclr": AugmentationConfig(crop_scale=(0.08, 1.0), brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
+                                 grayscale_p=0.2),
+}
+
+
+def augmentation_config(name: str = "half", crop_scale_min: float | None = None) -> AugmentationConfig:
+    """The named augmentation of :data:`AUGMENTATIONS`, with its smallest crop area share replaced when given."""
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {name!r}: use one of {', '.join(AUGMENTATIONS)}")
+    cfg = AUGMENTATIONS[name]
+    if crop_scale_min is None:
+        return cfg
+    if not 0.0 < crop_scale_min <= 1.0:
+        raise ValueError(f"crop_scale_min is the smallest crop's share of the image area, in (0, 1]; got {crop_scale_min}")
+    return replace(cfg, crop_scale=(crop_scale_min, 1.0))
 
 
 def crop_boxes(n: int, height: int, width: int, cfg: AugmentationConfig, g: torch.Generator) -> torch.Tensor:
@@ -135,4 +157,4 @@ def step_generator(seed: int, epoch: int, step: int, rank: int, stream: int) -> 
     return torch.Generator().manual_seed(mixed % (2**63 - 1))
 
 
-__all__ = ["AugmentationConfig", "augment_batch", "step_generator"]
+__all__ = ["AUGMENTATIONS", "AugmentationConfig", "augment_batch", "augmentation_config", "step_generator"]

@@ -17,7 +17,7 @@ from ..configuration_comface import ComFaceConfig
 from ..configuration_facecycle import FaceCycleConfig
 from ..modeling_comface import ComFaceModel
 from ..modeling_facecycle import FaceCycleModel
-from .augment import augment_batch, step_generator
+from .augment import augment_batch, augmentation_config, step_generator
 from .generators import stream_card_text, uses_generator_specs
 from .sources import to_model_input
 
@@ -121,8 +121,9 @@ class ComFaceMethod(PretrainingMethod):
         for start, count in self._pairs(val_source, accelerator):
             batch = val_source.batch(epoch=0, start=start, count=count, s=s_max)
             x, y = batch["x"].to(accelerator.device), batch["y"].to(accelerator.device)
-            x1 = augment_batch(x, step_generator(self.args.seed, -1, start, 0, 0))
-            x2 = augment_batch(x, step_generator(self.args.seed, -1, start, 0, 1))
+            cfg = augmentation_config(self.args.augmentation, self.args.crop_scale_min)  # the training views'
+            x1 = augment_batch(x, step_generator(self.args.seed, -1, start, 0, 0), cfg)
+            x2 = augment_batch(x, step_generator(self.args.seed, -1, start, 0, 1), cfg)
             with accelerator.autocast():
                 # d on the clean images (what a user compares); retrieval between two augmented views of x.
                 distance = model.compare(to_model_input(x, processor), to_model_input(y, processor))
@@ -228,6 +229,11 @@ def pair_options(args: Any) -> str:
         parts.append("y cropped and flipped as x1 (--pair_geometry shared)")
     if args.shared_capture_p > 0:
         parts.append(f"a pair's two images share one capture with probability {args.shared_capture_p}")
+    if args.augmentation != "half" or args.crop_scale_min is not None:
+        crop = augmentation_config(args.augmentation, args.crop_scale_min).crop_scale[0]
+        parts.append(f"views augmented at {args.augmentation!r} strength, crops from {crop:g} of the area "
+                     f"(--augmentation {args.augmentation}"
+                     f"{f' --crop_scale_min {args.crop_scale_min:g}' if args.crop_scale_min is not None else ''})")
     return "; " + "; ".join(parts) if parts else ""
 
 

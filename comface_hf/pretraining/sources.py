@@ -15,7 +15,7 @@ import torch
 
 from ..image_processing_comface import ComFaceImageProcessor
 from ..synthesis.spec import GeneratorSpec, build_generator
-from .augment import augment_batch, step_generator
+from .augment import augment_batch, augmentation_config, step_generator
 from .generators import build_stream_generator, embedded_spec, uses_generator_specs
 from .pairs import CorpusPairSampler, StreamingPairSampler, split_identities
 from .profiling import stage
@@ -184,6 +184,7 @@ class EpochBatches(torch.utils.data.Dataset):
                  world: int, device: torch.device):
         self.source, self.args, self.epoch, self.s = source, args, epoch, s
         self.micro_steps, self.rank, self.world, self.device = micro_steps, rank, world, device
+        self.augmentation = augmentation_config(args.augmentation, args.crop_scale_min)
 
     def __len__(self) -> int:
         return len(self.micro_steps)
@@ -193,12 +194,13 @@ class EpochBatches(torch.utils.data.Dataset):
         batch = self.source.batch(self.epoch, (micro * self.world + self.rank) * b, b, self.s)
         x, y = batch.pop("x").to(self.device), batch.pop("y").to(self.device)
         with stage("augment"):
-            x1, geometry = augment_batch(x, step_generator(self.args.seed, self.epoch, micro, self.rank, 0),
+            cfg = self.augmentation
+            x1, geometry = augment_batch(x, step_generator(self.args.seed, self.epoch, micro, self.rank, 0), cfg,
                                          return_geometry=True)
-            x2 = augment_batch(x, step_generator(self.args.seed, self.epoch, micro, self.rank, 1))
+            x2 = augment_batch(x, step_generator(self.args.seed, self.epoch, micro, self.rank, 1), cfg)
             # "shared": y is cropped and flipped as x1 (the view l compares it with), as real pairs are both aligned
             # into one face frame; its colour jitter stays its own.
-            y = augment_batch(y, step_generator(self.args.seed, self.epoch, micro, self.rank, 2),
+            y = augment_batch(y, step_generator(self.args.seed, self.epoch, micro, self.rank, 2), cfg,
                               geometry=geometry if self.args.pair_geometry == "shared" else None)
         return {"x1": x1, "x2": x2, "y": y, "micro": micro, **batch}
 
