@@ -72,6 +72,11 @@ TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
             p for v in ("mix", "mix+grey", "intra-only", "inter-only")
             for p in (f"ComFace {v} s*",) + ((f"ComFace {v} s* vs ComFace mix s*",) if v != "mix" else ()))),
         "realface_dcgan_adabn": ((), ()),
+        # stronger views (issue 24): SimCLR's full-strength augmentation, crops from 8% (independent, or y cropped as
+        # x1) or from 25% (y cropped as x1), against the mix's three seeds
+        "realface_dcgan_augment": ((), tuple(
+            p for v in ("mix", "mix+simclr", "mix+simclr-shared", "mix+simclr25-shared")
+            for p in (f"ComFace {v} s*",) + ((f"ComFace {v} s* vs ComFace mix s*",) if v != "mix" else ()))),
         "realface_dcgan_ensemble": ((), ()),
     },
     "realface": {  # "Real faces: linear and fine-tuning", the alignment table and the renderer ablations

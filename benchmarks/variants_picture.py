@@ -1,4 +1,4 @@
-"""A picture: every pretraining variant of issue 24 on the real-face dev halves, beside scratch, the peers and the goals.
+"""A picture: every pretraining variant of issue 24 on the real-face dev halves, beside scratch, peers and goals.
 
     python -m benchmarks.variants_picture --out docs/pretraining_variants.png
 
@@ -32,6 +32,11 @@ VARIANTS = (
     ("+ every image greyscale", "realface_dcgan", "realface_dcgan_screens", "ComFace mix+grey s?"),
     ("intra loss only", "realface_dcgan", "realface_dcgan_screens", "ComFace intra-only s?"),
     ("inter loss only (SimCLR)", "realface_dcgan", "realface_dcgan_screens", "ComFace inter-only s?"),
+    ("SimCLR-strength views (crops from 8%)", "realface_dcgan", "realface_dcgan_augment", "ComFace mix+simclr s?"),
+    ("SimCLR-strength views, y cropped as x1", "realface_dcgan", "realface_dcgan_augment",
+     "ComFace mix+simclr-shared s?"),
+    ("SimCLR views from 25% crops, y as x1", "realface_dcgan", "realface_dcgan_augment",
+     "ComFace mix+simclr25-shared s?"),
     ("10.7x longer", "realface_dcgan", "realface_dcgan_long", "ComFace mix 10x s?"),
     ("AdaBN at evaluation (seed 0)", "realface_dcgan", "realface_dcgan_adabn", "ComFace mix s0 + AdaBN"),
     ("3 seeds' features concatenated", "realface_dcgan", "realface_dcgan_ensemble", "ComFace mix s0+s1+s2 features"),
@@ -61,7 +66,8 @@ def corr_values(rows: list[dict], source: str, method_glob: str, dataset: str, m
 
 
 def collect(results: Path = RESULTS) -> dict:
-    """{"variants": [(label, {dataset: [Corr per seed]})], "scratch": {dataset: mean}, "peer": {dataset: (name, Corr)}}."""
+    """{"variants": [(label, {dataset: [Corr per seed]})], "scratch": {dataset: mean},
+    "peer": {dataset: (name, Corr)}}."""
     tables = {t: _rows(results, t) for t in {v[1] for v in VARIANTS} | {SCRATCH[0]}}
     variants = []
     for label, topic, source, glob in VARIANTS:

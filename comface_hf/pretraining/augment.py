@@ -38,7 +38,8 @@ class AugmentationConfig:
 
 #: ``--augmentation`` names: ``half`` (the default; why in :class:`AugmentationConfig`) and ``simclr``, ImageNet
 #: SimCLR's full strength (crops from 8% of the area, jitter 0.4/0.4/0.4/0.1, grey 0.2). On the DCGAN + renderer mix,
-#: ``simclr`` trades FG-NET age change for JAFFE happiness change (BENCHMARKS.md, "Stronger views").
+#: ``simclr`` lowers FG-NET age change and leaves JAFFE happiness change level (BENCHMARKS.md, "What else was
+#: screened"), so ``half`` stays the default.
 AUGMENTATIONS: dict[str, AugmentationConfig] = {
     "half": AugmentationConfig(),
     "simclr": AugmentationConfig(crop_scale=(0.08, 1.0), brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
@@ -54,7 +55,8 @@ def augmentation_config(name: str = "half", crop_scale_min: float | None = None)
     if crop_scale_min is None:
         return cfg
     if not 0.0 < crop_scale_min <= 1.0:
-        raise ValueError(f"crop_scale_min is the smallest crop's share of the image area, in (0, 1]; got {crop_scale_min}")
+        raise ValueError(f"crop_scale_min is the smallest crop's share of the image area, in (0, 1]; "
+                         f"got {crop_scale_min}")
     return replace(cfg, crop_scale=(crop_scale_min, 1.0))
 
 
