@@ -45,6 +45,8 @@ TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         "realface_peers": (("Scratch (resnet18)", "ComFace (main job)", "dlib-landmarks + dlib-face-descriptor"), ()),
         "realface_probe_val": ((), ()),
         "realface_probe_sgd_val": ((), ()),
+        # the peers reading faces downsampled to ComFace's 64 px (benchmarks/transfer_diagnostics.py lowres-peers)
+        "realface_peers_64px": ((), ()),
     },
     "realface_dcgan": {
         "realface_dcgan": (("Scratch (resnet18)", "ComFace renderer (main job)"), ()),

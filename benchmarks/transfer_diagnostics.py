@@ -8,6 +8,9 @@ Each changes one thing and runs :mod:`benchmarks.realface_table` (or the trainer
 * ``ensemble`` - f is the concatenation of several checkpoints' features (``--ensemble DIR,DIR``, appended to the
   ``--checkpoint``'s own): does averaging out the pretraining seed lift the real-face figures? The ridge head is
   solved on the concatenated features exactly as for one checkpoint (its penalty chosen by the same grouped CV).
+* ``lowres-peers`` - the peers read each aligned face after it was downsampled to ``--peer_size`` px (default 64,
+  ComFace's input) and resized back (bilinear, both ways): do the landmark peers still win when they see no more
+  detail than ComFace's f does? If so, the 64 px input is not what limits f.
 * ``pretrain-greyscale`` - the trainer with every training image turned to grey after its capture (JAFFE and part of
   FG-NET are black-and-white; the default capture makes 20% of images grey): is colour a cue that cannot transfer?
 
@@ -15,6 +18,7 @@ Each changes one thing and runs :mod:`benchmarks.realface_table` (or the trainer
         --checkpoint "mix s0 + AdaBN=outputs/mix-s0/model" --methods "mix s0 + AdaBN" --peers "" \\
         --fgnet_align "" --jaffe_align "" --modes linear --out /tmp/adabn
     ... transfer_diagnostics ensemble --ensemble outputs/mix-s1/model,outputs/mix-s2/model --checkpoint ...
+    ... transfer_diagnostics lowres-peers --peer_size 64 --peers dlib-landmarks,dlib-face-descriptor,... --out ...
     .venv/bin/accelerate launch -m benchmarks.transfer_diagnostics pretrain-greyscale --preset dcgan-mix ...
 
 The arguments after the diagnostic's name (and ``--ensemble``) go to ``realface_table`` / ``training/pretrain.py``
@@ -29,7 +33,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-DIAGNOSTICS = ("adabn", "ensemble", "pretrain-greyscale")
+DIAGNOSTICS = ("adabn", "ensemble", "lowres-peers", "pretrain-greyscale")
 
 
 def adabn(features_fn: Callable) -> Callable:
@@ -78,6 +82,22 @@ def greyscale_capture(capture: Callable) -> Callable:
     return captured
 
 
+def low_resolution(size: int) -> Callable:
+    """A crop transform: the image downsampled to ``size`` px on its longer side and resized back (bilinear)."""
+    from PIL import Image
+
+    from comface_hf.peers import _as_uint8_rgb
+
+    def transform(crop):
+        image = Image.fromarray(_as_uint8_rgb(crop))
+        w, h = image.size
+        scale = size / max(w, h)
+        small = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+        return small.resize((w, h), Image.BILINEAR)
+
+    return transform
+
+
 def _replace_everywhere(name: str, original: Callable, replacement: Callable) -> None:
     """Point every loaded comface_hf / benchmarks module's ``name`` that is ``original`` at ``replacement``."""
     for module in list(sys.modules.values()):
@@ -99,6 +119,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         from training.pretrain import main as pretrain
 
         pretrain(rest)
+        return
+
+    if which == "lowres-peers":
+        size = 64
+        if "--peer_size" in rest:
+            i = rest.index("--peer_size")
+            size, rest = int(rest[i + 1]), rest[:i] + rest[i + 2 :]
+        from comface_hf.peers import FacePeer
+
+        features, transform = FacePeer.features, low_resolution(size)
+        FacePeer.features = lambda self, crops: features(self, [transform(c) for c in crops])
+        from benchmarks import realface_table
+
+        sys.argv = [f"benchmarks.transfer_diagnostics {which} --peer_size {size}", *rest]
+        realface_table.main()
         return
 
     import comface_hf.transfer.fold as fold

@@ -338,3 +338,14 @@ def test_stronger_views_figures():
 
     quoted("what else was screened", "(`--augmentation simclr`, 3 seeds) FG-NET {:+.3f} [{:+.3f}, {:+.3f}], "
            "JAFFE {:+.3f} [{:+.3f}, {:+.3f}]", *diff("fgnet"), *diff("jaffe"))
+
+
+def test_peers_at_64px_row():
+    def corr(dataset: str, method: str, source: str) -> float:
+        return peers(dataset, method, source=source)
+
+    both = "dlib-landmarks + dlib-face-descriptor"
+    quoted("the peers reading faces downsampled", "both dlib peers FG-NET {:.3f}, JAFFE **{:.3f}** (full size {:.3f} / "
+           "{:.3f}); landmarks alone JAFFE {:.3f}", corr("fgnet", both, "realface_peers_64px"),
+           corr("jaffe", both, "realface_peers_64px"), corr("fgnet", both, "realface_peers"),
+           corr("jaffe", both, "realface_peers"), corr("jaffe", "dlib-landmarks", "realface_peers_64px"))

@@ -59,3 +59,18 @@ def test_bad_invocations_name_the_fix():
         main(["nothing"])
     with pytest.raises(SystemExit, match="--ensemble DIR"):
         main(["ensemble", "--checkpoint", "a=b"])
+
+
+def test_low_resolution_keeps_the_size_and_removes_the_detail():
+    import numpy as np
+
+    from benchmarks.transfer_diagnostics import low_resolution
+
+    rng = np.random.default_rng(0)
+    crop = (rng.random((48, 48, 3)) * 255).astype(np.uint8)
+    out = np.asarray(low_resolution(12)(crop), dtype=np.float64)
+    assert out.shape == crop.shape
+    detail = lambda a: np.abs(np.diff(a, axis=0)).mean()  # noqa: E731 - neighbouring rows differ by this much
+    assert detail(out) < 0.5 * detail(crop.astype(np.float64))
+    same = np.asarray(low_resolution(48)(crop))
+    np.testing.assert_array_equal(same, crop)  # at its own size nothing changes
