@@ -155,6 +155,26 @@ def test_bad_options_fail_clearly_and_overwrite_nothing(tmp_path):
     assert result.returncode != 0 and "--crop_scale_min is the smallest crop's share" in result.stderr
 
 
+def test_a_second_run_into_a_folder_in_use_stops_and_deletes_nothing(tmp_path):
+    from training.checkpointing import LOCK_FILE, hold_output_dir, release_output_dir
+
+    out = tmp_path / "busy"
+    earlier = out / "checkpoint-0000004"
+    earlier.mkdir(parents=True)
+    (earlier / "trainer_state.json").write_text("{}")
+    hold_output_dir(out)  # this test process stands for a run still writing there
+    try:
+        assert f"pid {os.getpid()}" in (out / LOCK_FILE).read_text()
+        result = run_direct(TINY + ["--output_dir", str(out), "--overwrite_output_dir"])
+        assert result.returncode != 0 and "is in use by another training run" in result.stderr
+        assert f"pid {os.getpid()}" in result.stderr  # it names the holder
+        assert (earlier / "trainer_state.json").exists() and not (out / "model").exists()
+    finally:
+        release_output_dir(out)
+    hold_output_dir(out)  # released: free to take again (and a killed holder's lock goes with its process)
+    release_output_dir(out)
+
+
 def test_facecycle_pretrains_through_the_same_trainer(tmp_path):
     out = tmp_path / "facecycle"
     result = run(["--method", "facecycle", "--image_size", "32", "--facecycle_base_channels", "4",

@@ -9,6 +9,7 @@ existed are checked structurally (every safetensors header readable, the trainer
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -125,6 +126,56 @@ def verify_checkpoint(folder: Path) -> list[str]:
         except Exception as exc:  # safetensors raises its own error types for a damaged header
             problems.append(f"{path.relative_to(folder)} is unreadable ({exc})")
     return problems
+
+
+#: The lock file a running training holds in its output folder (see :func:`hold_output_dir`).
+LOCK_FILE = ".training.lock"
+_HELD: dict = {}  # resolved output folder -> this process's open lock file
+
+
+def hold_output_dir(output_dir: Path):
+    """Take ``output_dir`` for this run: an exclusive ``flock`` on ``output_dir/.training.lock``, held by the returned
+    open file until :func:`release_output_dir` or the process ends (the kernel releases it even after a SIGKILL, so a
+    killed run never leaves a stale lock). A second run into the same folder, with ``--overwrite_output_dir`` or ``--resume_from_checkpoint``,
+    would delete or race the first one's checkpoints; it stops here instead, naming the holder. Returns ``None``
+    where ``fcntl`` does not exist (Windows): no lock, as before."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on the project's machines
+        return None
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    release_output_dir(output_dir)  # this process's earlier run into the folder, ended by an exception (in-process use)
+    handle = open(output_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise FileExistsError(
+            f"{output_dir} is in use by another training run ({holder}): wait for it to finish, or choose another "
+            "--output_dir. Nothing was changed."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
+    handle.flush()
+    _HELD[output_dir.resolve()] = handle
+    return handle
+
+
+@atexit.register
+def _release_every_output_dir() -> None:  # the kernel would release them anyway; this closes the files cleanly
+    for folder in list(_HELD):
+        release_output_dir(folder)
+
+
+def release_output_dir(output_dir: Path) -> None:
+    """Let another run have ``output_dir`` (the end of :func:`hold_output_dir`'s hold; a no-op if not held here)."""
+    handle = _HELD.pop(Path(output_dir).resolve(), None)
+    if handle is not None:
+        handle.close()
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:

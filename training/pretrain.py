@@ -70,8 +70,10 @@ from comface_hf.synthesis.spec import specs_to_config  # noqa: E402
 from training.checkpointing import (  # noqa: E402
     atomic_directory,
     find_checkpoint,
+    hold_output_dir,
     list_checkpoints,
     prune_checkpoints,
+    release_output_dir,
 )
 
 
@@ -270,6 +272,11 @@ def main(argv: Optional[list[str]] = None) -> Path:
         )
     accelerator.gradient_accumulation_steps = accumulation
     set_seed(args.seed)
+
+    # One run per output folder: a second one would delete or race this run's checkpoints (held until exit).
+    if accelerator.is_main_process:
+        hold_output_dir(output_dir)
+    accelerator.wait_for_everyone()
 
     resume_dir = None
     if args.resume_from_checkpoint:
@@ -500,6 +507,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
             *method.load_hint(final_dir.resolve()),
         ]
         print("\n" + "\n".join(lines))
+        release_output_dir(output_dir)
     return final_dir
 
 
