@@ -74,6 +74,10 @@ TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
             p for v in ("mix", "mix+grey", "intra-only", "inter-only")
             for p in (f"ComFace {v} s*",) + ((f"ComFace {v} s* vs ComFace mix s*",) if v != "mix" else ()))),
         "realface_dcgan_adabn": ((), ()),
+        # the DCGAN sampled with truncation psi 0.7 (fewer distorted faces), three seeds against the mix's three
+        "realface_dcgan_truncation": ((), tuple(
+            p for v in ("mix", "mix+psi0.7")
+            for p in (f"ComFace {v} s*",) + ((f"ComFace {v} s* vs ComFace mix s*",) if v != "mix" else ()))),
         # stronger views (issue 24): SimCLR's full-strength augmentation, crops from 8% (independent, or y cropped as
         # x1) or from 25% (y cropped as x1), against the mix's three seeds
         "realface_dcgan_augment": ((), tuple(

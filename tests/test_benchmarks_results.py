@@ -349,3 +349,13 @@ def test_peers_at_64px_row():
            "{:.3f}); landmarks alone JAFFE {:.3f}", corr("fgnet", both, "realface_peers_64px"),
            corr("jaffe", both, "realface_peers_64px"), corr("fgnet", both, "realface_peers"),
            corr("jaffe", both, "realface_peers"), corr("jaffe", "dlib-landmarks", "realface_peers_64px"))
+
+
+def test_truncation_figures():
+    found = {d: [r for r in table("realface_paired.csv")
+                 if (r["source"], r["dataset"], r["kind"], r["method"]) ==
+                 ("realface_dcgan_truncation", d, "paired", "ComFace mix+psi0.7 s*")] for d in ("fgnet", "jaffe")}
+    assert all(len(v) == 1 and v[0]["runs"] == "3" for v in found.values())
+    values = [float(found[d][0][k]) for d in ("fgnet", "jaffe") for k in ("mean", "ci_low", "ci_high")]
+    quoted("what else was screened", "DCGAN truncation psi 0.7 (3 seeds) FG-NET {:+.3f} [{:+.3f}, {:+.3f}], "
+           "JAFFE {:+.3f} [{:+.3f}, {:+.3f}]", *values)
