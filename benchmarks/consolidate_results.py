@@ -39,6 +39,13 @@ from comface_hf.transfer.metrics import load_change_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+def against_mix(*variants: str) -> tuple[str, ...]:
+    """The pools of a study against the mix recipe's seeds: each run pooled per subject over its seeds (the mix's
+    first), and each variant's per-subject difference from the mix ("A* vs B*")."""
+    return ("ComFace mix s*",) + tuple(
+        pool for v in variants for pool in (f"ComFace {v} s*", f"ComFace {v} s* vs ComFace mix s*"))
+
+
 #: topic (the CSV's name) -> {source folder: (references for paired rows, globs of methods pooled per subject)}
 TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "realface_peers": {
@@ -55,34 +62,23 @@ TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         # issue 24's geometry study: heads fitted on warps, zero-shot; three pretraining seeds of the mix, the mix +
         # warps, the mix with warps coupled to its directions, the mix in the canonical frame
         "realface_dcgan_geometry_zeroshot": ((), ()),
-        "realface_dcgan_geometry": ((), ("ComFace mix s*", "ComFace mix+warps s*", "ComFace mix+coupled s*",
-                                         "ComFace mix+frame s*", "ComFace mix+warps s* vs ComFace mix s*",
-                                         "ComFace mix+coupled s* vs ComFace mix s*",
-                                         "ComFace mix+frame s* vs ComFace mix s*")),
+        "realface_dcgan_geometry": ((), against_mix("mix+warps", "mix+coupled", "mix+frame")),
         # how a pair is made (issue 24): y cropped as x1, a capture shared within a pair, the DCGAN smile conditioned
         # on mouth opening, the signed target; three pretraining seeds each against the mix's three, and the mix 10x
         # longer
-        "realface_dcgan_pairs": ((), tuple(
-            p for v in ("mix", "mix+pair-crop", "mix+same-session", "mix+smile-cond", "mix+signed")
-            for p in (f"ComFace {v} s*",) + ((f"ComFace {v} s* vs ComFace mix s*",) if v != "mix" else ()))),
+        "realface_dcgan_pairs": ((), against_mix("mix+pair-crop", "mix+same-session", "mix+smile-cond", "mix+signed")),
         "realface_dcgan_long": ((), ()),  # the mix recipe 10.7x longer (12 epochs x 8,192 pairs), seed 0
         "realface_dcgan_long_ft": ((), ()),  # the same checkpoint fine-tuned (realface_dcgan_ft's settings)
         # what else was screened (issue 24): the two losses alone and a greyscale capture (seed 0 each, against the
         # mix's three seeds), and at evaluation AdaBN and the three mix seeds' features concatenated
         # (benchmarks/transfer_diagnostics.py)
-        "realface_dcgan_screens": ((), tuple(
-            p for v in ("mix", "mix+grey", "intra-only", "inter-only")
-            for p in (f"ComFace {v} s*",) + ((f"ComFace {v} s* vs ComFace mix s*",) if v != "mix" else ()))),
+        "realface_dcgan_screens": ((), against_mix("mix+grey", "intra-only", "inter-only")),
         "realface_dcgan_adabn": ((), ()),
         # the DCGAN sampled with truncation psi 0.7 (fewer distorted faces), three seeds against the mix's three
-        "realface_dcgan_truncation": ((), tuple(
-            p for v in ("mix", "mix+psi0.7")
-            for p in (f"ComFace {v} s*",) + ((f"ComFace {v} s* vs ComFace mix s*",) if v != "mix" else ()))),
+        "realface_dcgan_truncation": ((), against_mix("mix+psi0.7")),
         # stronger views (issue 24): SimCLR's full-strength augmentation, crops from 8% (independent, or y cropped as
         # x1) or from 25% (y cropped as x1), against the mix's three seeds
-        "realface_dcgan_augment": ((), tuple(
-            p for v in ("mix", "mix+simclr", "mix+simclr-shared", "mix+simclr25-shared")
-            for p in (f"ComFace {v} s*",) + ((f"ComFace {v} s* vs ComFace mix s*",) if v != "mix" else ()))),
+        "realface_dcgan_augment": ((), against_mix("mix+simclr", "mix+simclr-shared", "mix+simclr25-shared")),
         "realface_dcgan_ensemble": ((), ()),
     },
     "realface": {  # "Real faces: linear and fine-tuning", the alignment table and the renderer ablations

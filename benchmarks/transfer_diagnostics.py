@@ -74,10 +74,11 @@ def ensemble(features_fn: Callable, others: Sequence[nn.Module]) -> Callable:
 def greyscale_capture(capture: Callable) -> Callable:
     """``photographic`` whose output is the luma of the captured photo in all three channels."""
 
+    from comface_hf.synthesis.photographic import luma
+
     def captured(*args, **kwargs):
         x = capture(*args, **kwargs)
-        luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
-        return luma.expand_as(x).contiguous()
+        return luma(x).expand_as(x).contiguous()
 
     return captured
 

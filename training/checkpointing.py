@@ -136,9 +136,9 @@ _HELD: dict = {}  # resolved output folder -> this process's open lock file
 def hold_output_dir(output_dir: Path):
     """Take ``output_dir`` for this run: an exclusive ``flock`` on ``output_dir/.training.lock``, held by the returned
     open file until :func:`release_output_dir` or the process ends (the kernel releases it even after a SIGKILL, so a
-    killed run never leaves a stale lock). A second run into the same folder, with ``--overwrite_output_dir`` or ``--resume_from_checkpoint``,
-    would delete or race the first one's checkpoints; it stops here instead, naming the holder. Returns ``None``
-    where ``fcntl`` does not exist (Windows): no lock, as before."""
+    killed run never leaves a stale lock). A second run into the same folder, with ``--overwrite_output_dir`` or
+    ``--resume_from_checkpoint``, would delete or race the first one's checkpoints; it stops here instead, naming the
+    holder. Returns ``None`` where ``fcntl`` does not exist (Windows): no lock, as before."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not on the project's machines

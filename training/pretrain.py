@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from comface_hf import ComFaceImageProcessor  # noqa: E402
 from comface_hf.errors import run_cli  # noqa: E402
-from comface_hf.pretraining.augment import AUGMENTATIONS  # noqa: E402
+from comface_hf.pretraining.augment import augmentation_config  # noqa: E402
 from comface_hf.pretraining.distributed import (  # noqa: E402
     check_process_count,
     revert_sync_batchnorm,
@@ -221,11 +221,10 @@ def parse_arguments(argv: Optional[list[str]] = None) -> PretrainArguments:
                      "--validation synthetic")
     if args.pair_geometry not in ("independent", "shared"):
         parser.error(f"--pair_geometry must be independent or shared, got {args.pair_geometry!r}")
-    if args.augmentation not in AUGMENTATIONS:
-        parser.error(f"--augmentation must be one of {', '.join(AUGMENTATIONS)}, got {args.augmentation!r}")
-    if args.crop_scale_min is not None and not 0.0 < args.crop_scale_min <= 1.0:
-        parser.error(f"--crop_scale_min is the smallest crop's share of the image area, in (0, 1]; got "
-                     f"{args.crop_scale_min}")
+    try:  # the names and bounds live with the augmentations themselves
+        augmentation_config(args.augmentation, args.crop_scale_min)
+    except ValueError as exc:
+        parser.error(str(exc))
     if not 0.0 <= args.shared_capture_p <= 1.0:
         parser.error(f"--shared_capture_p is a probability in [0, 1], got {args.shared_capture_p}")
     if args.profile_steps < 0:

@@ -50,12 +50,12 @@ AUGMENTATIONS: dict[str, AugmentationConfig] = {
 def augmentation_config(name: str = "half", crop_scale_min: float | None = None) -> AugmentationConfig:
     """The named augmentation of :data:`AUGMENTATIONS`, with its smallest crop area share replaced when given."""
     if name not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {name!r}: use one of {', '.join(AUGMENTATIONS)}")
+        raise ValueError(f"--augmentation must be one of {', '.join(AUGMENTATIONS)}, got {name!r}")
     cfg = AUGMENTATIONS[name]
     if crop_scale_min is None:
         return cfg
     if not 0.0 < crop_scale_min <= 1.0:
-        raise ValueError(f"crop_scale_min is the smallest crop's share of the image area, in (0, 1]; "
+        raise ValueError(f"--crop_scale_min is the smallest crop's share of the image area, in (0, 1]; "
                          f"got {crop_scale_min}")
     return replace(cfg, crop_scale=(crop_scale_min, 1.0))
 

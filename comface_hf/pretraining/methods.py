@@ -118,10 +118,10 @@ class ComFaceMethod(PretrainingMethod):
         from scipy.stats import pearsonr
 
         d_all, t_all, z1_all, z2_all = [], [], [], []
+        cfg = augmentation_config(self.args.augmentation, self.args.crop_scale_min)  # the training views'
         for start, count in self._pairs(val_source, accelerator):
             batch = val_source.batch(epoch=0, start=start, count=count, s=s_max)
             x, y = batch["x"].to(accelerator.device), batch["y"].to(accelerator.device)
-            cfg = augmentation_config(self.args.augmentation, self.args.crop_scale_min)  # the training views'
             x1 = augment_batch(x, step_generator(self.args.seed, -1, start, 0, 0), cfg)
             x2 = augment_batch(x, step_generator(self.args.seed, -1, start, 0, 1), cfg)
             with accelerator.autocast():

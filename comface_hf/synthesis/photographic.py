@@ -65,6 +65,11 @@ def uniform_draws(n: int, low: float, high: float, g: torch.Generator) -> torch.
     return low + (high - low) * torch.rand(n, generator=g)
 
 
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """``[N, 1, H, W]`` luma (Rec. 601 weights) of ``[N, 3, H, W]`` RGB images: what black-and-white film records."""
+    return (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]).unsqueeze(1)
+
+
 def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Per-image separable Gaussian blur (sigma in pixels; 0 leaves the image unchanged)."""
     n, c, h, w = images.shape
@@ -160,8 +165,7 @@ def photographic(
     x = x.clamp(1e-4, 1.0) ** v(gamma)
     mean = x.mean((1, 2, 3), keepdim=True)
     x = mean + (x - mean) * v(contrast)
-    luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
-    x = torch.where(v(grey.float()) > 0, luma.expand_as(x), x)
+    x = torch.where(v(grey.float()) > 0, luma(x).expand_as(x), x)
     # Faded print: lifted blacks, compressed highlights, a warm (yellow-brown) cast.
     tint = torch.tensor([1.0, 0.9, 0.72], device=dev, dtype=images.dtype).view(1, 3, 1, 1)
     f = v(fade_amount * faded.float())
@@ -188,11 +192,12 @@ def photographic(
 def image_statistics(images: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-image capture statistics ``[N]`` each: mean luminance, luminance contrast (std), colourfulness (mean
     chroma distance from grey) and sharpness (mean |Laplacian| of the luminance at the image's size)."""
-    luma = 0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]
-    chroma = (images - luma.unsqueeze(1)).abs().mean((1, 2, 3))
-    lap = (4 * luma[:, 1:-1, 1:-1] - luma[:, :-2, 1:-1] - luma[:, 2:, 1:-1] - luma[:, 1:-1, :-2] - luma[:, 1:-1, 2:]).abs()
-    return {"brightness": luma.mean((1, 2)), "contrast": luma.std((1, 2)), "colourfulness": chroma,
+    grey = luma(images)
+    chroma = (images - grey).abs().mean((1, 2, 3))
+    y = grey[:, 0]
+    lap = (4 * y[:, 1:-1, 1:-1] - y[:, :-2, 1:-1] - y[:, 2:, 1:-1] - y[:, 1:-1, :-2] - y[:, 1:-1, 2:]).abs()
+    return {"brightness": y.mean((1, 2)), "contrast": y.std((1, 2)), "colourfulness": chroma,
             "sharpness": lap.mean((1, 2))}
 
 
-__all__ = ["CaptureRanges", "DEFAULT_STRENGTH", "JPEG_BACKENDS", "image_statistics", "photographic"]
+__all__ = ["CaptureRanges", "DEFAULT_STRENGTH", "JPEG_BACKENDS", "image_statistics", "luma", "photographic"]
