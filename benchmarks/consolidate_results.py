@@ -84,6 +84,8 @@ TOPICS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         "realface_dcgan_adabn": ((), ()),
         # the DCGAN sampled with truncation psi 0.7 (fewer distorted faces), three seeds against the mix's three
         "realface_dcgan_truncation": ((), against_mix("mix+psi0.7")),
+        # and with psi 1.3 (z spread wider than the DCGAN was trained on: more varied, more distorted faces)
+        "realface_dcgan_truncation13": ((), against_mix("mix+psi1.3")),
         # stronger views (issue 24): SimCLR's full-strength augmentation, crops from 8% (independent, or y cropped as
         # x1) or from 25% (y cropped as x1), against the mix's three seeds
         "realface_dcgan_augment": ((), against_mix("mix+simclr", "mix+simclr-shared", "mix+simclr25-shared")),

