@@ -340,6 +340,11 @@ def fer_weights_path() -> Any:
     return path
 
 
+#: ``fer`` widens the detector's box by 10 px on each side before classifying (its default ``offsets``), about 8% of
+#: the ~125 px boxes of its examples; here as a fraction of the box's width.
+FER_MARGIN = 0.08
+
+
 class FerExpression(FacePeer):
     """``fer``'s expression probabilities of the face, ``P(happy)`` first, then the other six in :data:`FER_CLASSES`
     order. The face is cut as ``fer`` cuts it (the detector's box plus a margin, :data:`FER_MARGIN` of its width),
@@ -358,6 +363,8 @@ class FerExpression(FacePeer):
         (left, top, right, bottom) is the face's box in it, found by dlib's detector when not given."""
         from PIL import Image
 
+        from .synthesis.photographic import luma
+
         if self._m_model is None:
             self._m_model = load_mini_xception(fer_weights_path())
         if box is None:
@@ -368,8 +375,8 @@ class FerExpression(FacePeer):
         h, w = image.shape[:2]
         left, top = max(0, int(round(left - margin))), max(0, int(round(top - margin)))
         right, bottom = min(w, int(round(right + margin))), min(h, int(round(bottom + margin)))
-        face = image[top:bottom, left:right].astype(np.float64)
-        grey = face[..., 0] * 0.299 + face[..., 1] * 0.587 + face[..., 2] * 0.114  # OpenCV's RGB2GRAY, as fer
+        face = torch.from_numpy(image[top:bottom, left:right].astype(np.float64)).permute(2, 0, 1)[None]
+        grey = luma(face)[0, 0].numpy()  # Rec. 601 weights: OpenCV's RGB2GRAY, which fer uses
         grey = np.asarray(Image.fromarray(np.clip(np.round(grey), 0, 255).astype(np.uint8)).resize((64, 64),
                                                                                                   Image.BILINEAR))
         x = torch.from_numpy((grey.astype(np.float32) / 255.0 - 0.5) * 2.0)[None, None]
@@ -384,10 +391,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     p = np.exp(logits - logits.max())
     return p / p.sum()
 
-
-#: ``fer`` widens the detector's box by 10 px on each side before classifying (its default ``offsets``), about 8% of
-#: the ~125 px boxes of its examples; here as a fraction of the box's width.
-FER_MARGIN = 0.08
 
 #: Every peer by name (``--init NAME``, ``--extra_features NAME,...``).
 PEERS: dict[str, type[FacePeer]] = {cls.name: cls for cls in (DlibLandmarks, DlibFaceDescriptor, AgeAndGenderAge,
