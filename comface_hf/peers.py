@@ -363,8 +363,6 @@ class FerExpression(FacePeer):
         (left, top, right, bottom) is the face's box in it, found by dlib's detector when not given."""
         from PIL import Image
 
-        from .synthesis.photographic import luma
-
         if self._m_model is None:
             self._m_model = load_mini_xception(fer_weights_path())
         if box is None:
@@ -375,8 +373,11 @@ class FerExpression(FacePeer):
         h, w = image.shape[:2]
         left, top = max(0, int(round(left - margin))), max(0, int(round(top - margin)))
         right, bottom = min(w, int(round(right + margin))), min(h, int(round(bottom + margin)))
-        face = torch.from_numpy(image[top:bottom, left:right].astype(np.float64)).permute(2, 0, 1)[None]
-        grey = luma(face)[0, 0].numpy()  # Rec. 601 weights: OpenCV's RGB2GRAY, which fer uses
+        face = image[top:bottom, left:right].astype(np.float64)
+        # Rec. 601 weights (OpenCV's RGB2GRAY, which fer uses), written out rather than imported from
+        # synthesis.photographic.luma: this module is saved beside a ChangeEstimator's code, and transformers can copy
+        # only relative imports of top-level modules with it.
+        grey = face[..., 0] * 0.299 + face[..., 1] * 0.587 + face[..., 2] * 0.114
         grey = np.asarray(Image.fromarray(np.clip(np.round(grey), 0, 255).astype(np.uint8)).resize((64, 64),
                                                                                                   Image.BILINEAR))
         x = torch.from_numpy((grey.astype(np.float32) / 255.0 - 0.5) * 2.0)[None, None]
